@@ -1,0 +1,90 @@
+"""Typed errors of the kernel.
+
+Every error crosses process boundaries (a call's failure is raised in the caller, which may live in
+another worker), so each one pickles by its constructor arguments (``__reduce__``) and builds its
+message from its fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ActorExited",
+    "AlreadyStarted",
+    "CallTimeout",
+    "KernelError",
+    "NoProc",
+    "NotSerializable",
+]
+
+
+class KernelError(Exception):
+    """Base class of every error the kernel raises on purpose."""
+
+
+class CallTimeout(KernelError):
+    """No reply arrived within the call's timeout; a late reply is discarded, never delivered."""
+
+    def __init__(self, dest: Any, timeout: float) -> None:
+        self.dest = dest
+        self.timeout = timeout
+        super().__init__(
+            f"no reply from {dest!r} within {timeout}s; raise the timeout or check that its handler returns"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.dest, self.timeout))
+
+
+class NoProc(KernelError):
+    """The destination is dead, or the name is not registered."""
+
+    def __init__(self, dest: Any) -> None:
+        self.dest = dest
+        super().__init__(f"no process {dest!r}: it has exited or the name is not registered")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.dest,))
+
+
+class ActorExited(KernelError):
+    """The callee exited before it replied; ``reason`` is its exit reason."""
+
+    def __init__(self, reason: Any, dest: Any = None) -> None:
+        self.reason = reason
+        self.dest = dest
+        who = f"{dest!r} " if dest is not None else ""
+        super().__init__(f"actor {who}exited before replying, reason: {reason!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason, self.dest))
+
+
+class AlreadyStarted(KernelError):
+    """The name is held by a live actor; ``pid`` is the holder."""
+
+    def __init__(self, pid: Any, name: Any = None) -> None:
+        self.pid = pid
+        self.name = name
+        what = f"name {name!r}" if name is not None else "the name"
+        super().__init__(
+            f"{what} is already registered to {pid!r}; use it, or registry.get_or_spawn to share it"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.pid, self.name))
+
+
+class NotSerializable(KernelError):
+    """A message, reply or state could not be pickled; nothing was sent."""
+
+    def __init__(self, what: str, cause: str) -> None:
+        self.what = what
+        self.cause = cause
+        super().__init__(
+            f"{what} cannot be serialized ({cause}); send plain data, or make the object picklable"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.what, self.cause))
