@@ -1,0 +1,36 @@
+"""Supervisors: OTP's supervision trees on top of the kernel's public API.
+
+A supervisor is an actor that traps exits, starts its children in order, restarts them by strategy
+and restart type, bounds restarts by an intensity (escalating when it is exceeded) and stops its
+children in reverse order. ``ChildSpec`` is checked data; the restart intensity is a pure function;
+everything a supervisor does to a child goes through ``kernel``'s public functions.
+"""
+
+from .api import (
+    count_children,
+    delete_child,
+    restart_child,
+    start_child,
+    terminate_child,
+    which_children,
+)
+from .dynamic import DynamicSupervisor
+from .errors import SupervisorError
+from .intensity import RestartIntensity, add_restart
+from .spec import ChildSpec
+from .supervisor import Supervisor
+
+__all__ = [
+    "ChildSpec",
+    "DynamicSupervisor",
+    "RestartIntensity",
+    "Supervisor",
+    "SupervisorError",
+    "add_restart",
+    "count_children",
+    "delete_child",
+    "restart_child",
+    "start_child",
+    "terminate_child",
+    "which_children",
+]
