@@ -1,0 +1,633 @@
+"""The node's control socket: how an observer on the same host, as the same OS user, talks to a node.
+
+Promises:
+
+- Only the node's own OS user gets in. Three fences, each enough on Linux, kept together as defense in
+  depth: the runtime directory is ``0700`` and owned by us (checked, never trusted), the socket is
+  ``0600``, and on accept the peer's uid (``SO_PEERCRED``, checked by the OS kernel at ``connect()``)
+  must equal ours. Then a fresh-nonce HMAC-SHA256 challenge proves the peer can read the node's
+  ``0600`` key file; the client checks the node's answer to its own nonce the same way (mutual, as
+  ``multiprocessing.connection`` does), so a squatting socket cannot impersonate a node.
+- JSON only, never pickle, before or after the handshake: even an authenticated peer can only ask one
+  of a closed set of operations (:data:`OPS`); it cannot make the node run code. Every line has a size
+  cap (256 bytes before authentication, :data:`MAX_REQUEST` after).
+- A peer that fails (wrong uid, bad or replayed answer, garbage, oversize line, timeout) is dropped and
+  logged; the node and every other connection are unharmed. A handler that raises becomes an error
+  reply, never a dead server.
+
+Wire protocol (each message is one line of UTF-8 JSON ending in ``\\n``)::
+
+    server -> {"pyotp": 1, "challenge": "<hex nonce>"}
+    client -> {"answer": hex(hmac(key, b"client:" + nonce)), "challenge": "<hex client nonce>"}
+    server -> {"welcome": true, "answer": hex(hmac(key, b"server:" + client nonce))}   (or it hangs up)
+    client -> {"op": "snapshot", ...}
+    server -> {"ok": true, "result": {...}}  or  {"ok": false, "error": "<code>", "message": "..."}
+
+The key is the 32 random bytes whose hex is in ``<runtime dir>/<name>.key``. The two directions MAC
+different prefixes, so an answer can never be reflected back as the other side's answer, and the nonce
+is fresh per connection, so a recorded answer is worthless on the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from kernel.errors import KernelError
+
+__all__ = [
+    "MAX_REQUEST",
+    "OPS",
+    "AuthenticationFailed",
+    "ControlClient",
+    "ControlError",
+    "ControlServer",
+    "Handler",
+    "NodeNotFound",
+    "UnsafeRuntimeDir",
+    "list_nodes",
+    "request",
+    "runtime_dir",
+    "validate_node_name",
+]
+
+log = logging.getLogger("kernel.control")
+
+#: The closed set of requests; anything else is refused before the handler sees it.
+OPS = frozenset({"ping", "snapshot", "state", "kill"})
+#: Largest request line accepted after authentication (requests are tiny; this only bounds abuse).
+MAX_REQUEST = 64 * 1024
+#: Largest line accepted before authentication, as in ``multiprocessing`` (``recv_bytes(256)``).
+MAX_HANDSHAKE = 256
+#: Largest reply line the client accepts: a snapshot of 100k actors is tens of MB.
+MAX_REPLY = 256 * 1024 * 1024
+#: Seconds a peer has to complete the handshake before it is dropped.
+HANDSHAKE_TIMEOUT = 5.0
+#: Concurrent control connections; more are dropped at accept, so observers cannot exhaust the node.
+MAX_CONNECTIONS = 32
+
+PROTOCOL = 1
+_NONCE_BYTES = 32
+_KEY_BYTES = 32
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_PID_RE = re.compile(r"<(node|\d+)\.\d+(\.\d+)?>")
+# struct ucred { pid_t pid; uid_t uid; gid_t gid; } on Linux.
+_UCRED = struct.Struct("3i")
+
+#: What the node plugs in: one validated request dict in, one JSON-able result dict out. Raise
+#: :class:`ControlError` to answer an error the peer caused (``noproc``, ``bad_request``...).
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class ControlError(KernelError):
+    """A control request failed; ``code`` is a short machine tag, ``message`` says why for a human.
+
+    Raised by the client when the node answers an error, and by a node's handler to answer one.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.message))
+
+
+class AuthenticationFailed(ControlError):
+    """The handshake failed: the node hung up on us, or its answer did not prove it holds the key."""
+
+    def __init__(self, code: str = "auth", message: str = "handshake failed") -> None:
+        super().__init__(code, message)
+
+
+class NodeNotFound(ControlError):
+    """No node of that name is running for this user (no socket or key file in the runtime dir)."""
+
+    def __init__(self, code: str = "not_found", message: str = "no such node") -> None:
+        super().__init__(code, message)
+
+
+class UnsafeRuntimeDir(ControlError):
+    """The runtime directory exists but is not ours alone (owner, mode, or a symlink); nothing is used."""
+
+    def __init__(self, code: str = "unsafe_runtime_dir", message: str = "") -> None:
+        super().__init__(code, message)
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+
+def validate_node_name(name: object) -> str:
+    """Return ``name`` if it is a safe file name (letters, digits, ``_.-``, 1-64 chars, no leading dot)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}: {name!r}")
+    if not _NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"name must be 1-64 letters, digits, '_', '.', '-' and not start with '.' or '-', got {name!r}"
+        )
+    return name
+
+
+def _candidate_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
+        return Path(base) / "pyotp"
+    # A literal /tmp, not tempfile.gettempdir(): node and observer must agree even if TMPDIR differs.
+    return Path("/tmp") / f"pyotp-{os.getuid()}"
+
+
+def _check_private_dir(path: Path) -> None:
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafeRuntimeDir(message=f"{str(path)!r} is not a plain directory (a symlink or a file)")
+    if st.st_uid != os.getuid():
+        raise UnsafeRuntimeDir(
+            message=f"{str(path)!r} is owned by uid {st.st_uid}, not by us (uid {os.getuid()}); "
+            "someone else created it: remove it or set XDG_RUNTIME_DIR"
+        )
+    if st.st_mode & 0o077:
+        raise UnsafeRuntimeDir(
+            message=f"{str(path)!r} has mode {stat.S_IMODE(st.st_mode):#o}; it must be 0700 "
+            "(no group or other bits): chmod 700 it"
+        )
+
+
+def runtime_dir(create: bool = True) -> Path:
+    """The private directory holding every node's socket and key for this user.
+
+    ``$XDG_RUNTIME_DIR/pyotp`` if ``XDG_RUNTIME_DIR`` is set and writable, else ``/tmp/pyotp-<uid>``.
+    Created ``0700`` when missing (and ``create``). An existing one is verified, never repaired: it
+    must be a real directory owned by us with no group/other bits, else :class:`UnsafeRuntimeDir`.
+    With ``create=False`` a missing directory raises ``FileNotFoundError``.
+    """
+    path = _candidate_dir()
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        else:
+            os.chmod(path, 0o700)  # the umask can only remove bits, but make the invariant explicit
+    _check_private_dir(path)
+    return path
+
+
+def _paths(name: str, directory: Path) -> tuple[Path, Path]:
+    return directory / f"{name}.sock", directory / f"{name}.key"
+
+
+def _claim_name(name: str) -> tuple[Path, Path]:
+    """Socket and key paths for a new node ``name``; a stale socket (nobody answers) is removed.
+
+    "Stale" means connect() is refused: nobody listens. A listener that is merely slow to answer (its
+    loop is busy, or it is this very process) still holds the name.
+    """
+    sock_path, key_path = _paths(name, runtime_dir(create=True))
+    if len(os.fsencode(sock_path)) >= 108:
+        raise ValueError(f"socket path {str(sock_path)!r} is too long for AF_UNIX; use a shorter name")
+    if os.path.lexists(sock_path):
+        if _socket_listens(sock_path):
+            raise ControlError("name_in_use", f"a node named {name!r} is already running")
+        os.unlink(sock_path)
+    return sock_path, key_path
+
+
+# ------------------------------------------------------------------------------------------ handshake
+
+
+def _mac(key: bytes, side: bytes, nonce: bytes) -> str:
+    return hmac.new(key, side + b":" + nonce, "sha256").hexdigest()
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\n"
+
+
+def _decode_object(line: bytes) -> dict[str, Any]:
+    """Parse one JSON object line; ``ValueError`` for anything else (JSON never runs code)."""
+    obj = json.loads(line.decode("utf-8"))
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _hex_field(obj: dict[str, Any], field: str, nbytes: int) -> bytes:
+    value = obj.get(field)
+    if not isinstance(value, str) or len(value) != 2 * nbytes:
+        raise ValueError(f"field {field!r} must be {2 * nbytes} hex characters")
+    return bytes.fromhex(value)
+
+
+def _read_key(path: Path) -> bytes:
+    """Read a node's key, refusing a file another user could have written or read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise NodeNotFound(message=f"no key file {str(path)!r}: is the node running?") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise UnsafeRuntimeDir(
+                message=f"key file {str(path)!r} is not ours alone (uid {st.st_uid}, "
+                f"mode {stat.S_IMODE(st.st_mode):#o}); refusing it"
+            )
+        text = f.read(4 * _KEY_BYTES).decode("ascii", "replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != _KEY_BYTES:
+        raise AuthenticationFailed("bad_key", f"key file {str(path)!r} does not hold {_KEY_BYTES} hex bytes")
+    return key
+
+
+def _write_key(path: Path, key: bytes) -> None:
+    """Write the key atomically: 0600 from birth (O_EXCL temp file), then rename over any stale one."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(key.hex() + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _peer_credentials(sock: Any) -> tuple[int, int, int] | None:
+    """(pid, uid, gid) of the peer as the OS kernel recorded them at connect(); None where unsupported."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, opt, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return int(pid), int(uid), int(gid)
+
+
+async def _read_line_capped(reader: asyncio.StreamReader, cap: int) -> bytes:
+    """One line of at most ``cap`` bytes; ``ValueError`` if longer or followed by more data (pre-auth)."""
+    buf = b""
+    while True:
+        chunk = await reader.read(cap + 1 - len(buf))
+        if not chunk:
+            raise ConnectionError("peer closed the connection")
+        buf += chunk
+        end = buf.find(b"\n")
+        if end >= 0:
+            if end != len(buf) - 1:
+                raise ValueError("data after the handshake line before the reply")
+            return buf[:end]
+        if len(buf) > cap:
+            raise ValueError(f"handshake line longer than {cap} bytes")
+
+
+# --------------------------------------------------------------------------------------------- server
+
+
+class ControlServer:
+    """Serve one node's control socket ``<runtime dir>/<name>.sock`` with key file ``<name>.key``.
+
+    ``handler`` is awaited once per request, one request at a time per connection, on the loop that
+    called :meth:`start`; it receives a request whose ``op`` is in :data:`OPS` and whose ``pid`` (for
+    ``state``/``kill``) looks like a pid repr, and returns a JSON-able dict. It may raise
+    :class:`ControlError` to answer an error; any other exception is logged and answered ``internal``.
+    """
+
+    def __init__(self, name: str, handler: Handler) -> None:
+        self.name = validate_node_name(name)
+        if not callable(handler):
+            raise TypeError(f"handler must be an async callable, got {handler!r}")
+        self._handler = handler
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._sock_ino: int | None = None
+        self.socket_path: Path | None = None
+        self.key_path: Path | None = None
+        self._key = b""
+
+    async def start(self) -> None:
+        """Create the key and the socket and start accepting; returns once connections are accepted.
+
+        Raises :class:`ControlError` (``name_in_use``) if a live node already answers on this name, and
+        :class:`UnsafeRuntimeDir` if the runtime directory is not private. A stale socket left by a
+        dead node is replaced.
+        """
+        if self._server is not None:
+            raise RuntimeError("ControlServer already started")
+        sock_path, key_path = _claim_name(self.name)
+        self._key = secrets.token_bytes(_KEY_BYTES)
+        # The key exists before the socket, so whoever finds the socket can read the matching key.
+        _write_key(key_path, self._key)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(os.fspath(sock_path))  # EADDRINUSE if a racing node bound first: we lose, loudly
+            os.chmod(sock_path, 0o600)
+            self._sock_ino = os.stat(sock_path).st_ino
+            sock.listen(64)
+            sock.setblocking(False)
+            self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=MAX_REQUEST)
+        except BaseException:
+            sock.close()
+            self._remove_files(sock_path, key_path)
+            raise
+        self.socket_path, self.key_path = sock_path, key_path
+        log.info("control socket for node %r at %s", self.name, sock_path)
+
+    async def close(self) -> None:
+        """Stop accepting, drop every connection, remove the socket and key files (if still ours)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+        if self.socket_path is not None and self.key_path is not None:
+            self._remove_files(self.socket_path, self.key_path)
+            self.socket_path = self.key_path = None
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _remove_files(self, sock_path: Path, key_path: Path) -> None:
+        # Invariant: we only remove files we created; a node that replaced a stale socket of ours owns them.
+        try:
+            mine = self._sock_ino is not None and os.stat(sock_path).st_ino == self._sock_ino
+        except FileNotFoundError:
+            mine = False
+        if mine:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock_path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(key_path)
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = "?"
+        try:
+            if len(self._connections) > MAX_CONNECTIONS:
+                log.warning("control %r: dropped a peer: over %d connections", self.name, MAX_CONNECTIONS)
+                return
+            creds = _peer_credentials(writer.get_extra_info("socket"))
+            if creds is not None:
+                pid, uid, _gid = creds
+                peer = f"pid {pid} uid {uid}"
+                if uid != os.getuid():
+                    log.warning("control %r: refused %s: not our uid %d", self.name, peer, os.getuid())
+                    return
+            try:
+                async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                    await self._handshake(reader, writer)
+            except (ValueError, TimeoutError, UnicodeDecodeError) as exc:
+                log.warning("control %r: dropped %s: handshake failed: %s", self.name, peer, exc)
+                return
+            await self._requests(reader, writer, peer)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.debug("control %r: %s went away: %s", self.name, peer, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Invariant: nothing a peer does takes the node down; a bug here costs one connection only.
+            log.exception("control %r: error serving %s", self.name, peer)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        writer.write(_encode({"pyotp": PROTOCOL, "challenge": nonce.hex()}))
+        await writer.drain()
+        reply = _decode_object(await _read_line_capped(reader, MAX_HANDSHAKE))
+        answer = reply.get("answer")
+        if not isinstance(answer, str) or not hmac.compare_digest(
+            answer.encode("ascii", "replace"), _mac(self._key, b"client", nonce).encode()
+        ):
+            raise ValueError("wrong answer to the challenge")
+        client_nonce = _hex_field(reply, "challenge", _NONCE_BYTES)
+        writer.write(_encode({"welcome": True, "answer": _mac(self._key, b"server", client_nonce)}))
+        await writer.drain()
+
+    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
+        while True:
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError:
+                writer.write(_error("too_large", f"request lines are capped at {MAX_REQUEST} bytes"))
+                await writer.drain()
+                log.warning("control %r: dropped %s: request over %d bytes", self.name, peer, MAX_REQUEST)
+                return
+            except asyncio.IncompleteReadError:
+                return  # clean EOF between requests
+            writer.write(await self._answer(line, peer))
+            await writer.drain()
+
+    async def _answer(self, line: bytes, peer: str) -> bytes:
+        try:
+            req = _decode_object(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error("bad_request", f"not a JSON object: {exc}")
+        try:
+            _validate_request(req)
+            if req["op"] == "kill":
+                # Audit trail: every kill says who asked for it.
+                log.warning("control %r: kill %s requested by %s", self.name, req["pid"], peer)
+            result = await self._handler(req)
+            if not isinstance(result, dict):
+                raise TypeError(f"handler returned {type(result).__name__}, not a dict")
+            return _encode({"ok": True, "result": result})
+        except ControlError as exc:
+            return _error(exc.code, exc.message)
+        except Exception as exc:
+            log.exception("control %r: handler failed on %r", self.name, req.get("op"))
+            return _error("internal", f"{type(exc).__name__}: {exc}")
+
+
+def _validate_request(req: dict[str, Any]) -> None:
+    op = req.get("op")
+    if op not in OPS:
+        raise ControlError("unknown_op", f"op must be one of {sorted(OPS)}, got {op!r}")
+    if op in ("state", "kill"):
+        pid = req.get("pid")
+        if not isinstance(pid, str) or not _PID_RE.fullmatch(pid):
+            raise ControlError("bad_request", f"pid must be a pid repr such as '<0.3>', got {pid!r}")
+
+
+def _error(code: str, message: str) -> bytes:
+    return _encode({"ok": False, "error": code, "message": message})
+
+
+# --------------------------------------------------------------------------------------------- client
+
+
+class ControlClient:
+    """One authenticated connection to a node's control socket.
+
+    Requests are answered in order; concurrent :meth:`request` calls on one client are serialized.
+    """
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self, name: str) -> None:
+        """Connect to node ``name`` and run the mutual handshake (bound it with ``asyncio.timeout``).
+
+        Raises :class:`NodeNotFound` if no such node runs for this user, :class:`AuthenticationFailed` if
+        the node refused us or could not prove it holds the key.
+        """
+        validate_node_name(name)
+        try:
+            sock_path, key_path = _paths(name, runtime_dir(create=False))
+        except FileNotFoundError:
+            raise NodeNotFound(message=f"no node named {name!r}: no runtime directory yet") from None
+        key = _read_key(key_path)
+        try:
+            reader, writer = await asyncio.open_unix_connection(os.fspath(sock_path), limit=MAX_REPLY)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise NodeNotFound(message=f"node {name!r} does not answer: {exc}") from None
+        try:
+            hello = _decode_object(await reader.readline())
+            nonce = _hex_field(hello, "challenge", _NONCE_BYTES)
+            my_nonce = secrets.token_bytes(_NONCE_BYTES)
+            writer.write(_encode({"answer": _mac(key, b"client", nonce), "challenge": my_nonce.hex()}))
+            await writer.drain()
+            line = await reader.readline()
+            if not line:
+                raise AuthenticationFailed(message=f"node {name!r} refused the handshake")
+            welcome = _decode_object(line)
+            answer = welcome.get("answer")
+            if not isinstance(answer, str) or not hmac.compare_digest(
+                answer.encode("ascii", "replace"), _mac(key, b"server", my_nonce).encode()
+            ):
+                raise AuthenticationFailed(message=f"{str(sock_path)!r} did not prove it holds the key")
+        except BaseException as exc:
+            writer.close()
+            if isinstance(exc, ValueError | UnicodeDecodeError):
+                raise AuthenticationFailed(message=f"bad handshake from {name!r}: {exc}") from None
+            raise
+        self.name, self._reader, self._writer = name, reader, writer
+
+    async def request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and return its ``result``.
+
+        Raises :class:`ControlError` if the node answers an error, ``ConnectionError`` if it went away.
+        Bound it with ``asyncio.timeout``; a request cut short leaves the connection unusable, close it.
+        """
+        if self._reader is None or self._writer is None:
+            raise RuntimeError("ControlClient is not connected; await connect(name) first")
+        if not isinstance(req, dict):
+            raise TypeError(f"req must be a dict, got {type(req).__name__}")
+        reader, writer = self._reader, self._writer
+        async with self._lock:
+            writer.write(_encode(req))
+            await writer.drain()
+            line = await reader.readline()
+        if not line:
+            raise ConnectionError(f"node {self.name!r} closed the control connection")
+        reply = _decode_object(line)
+        if reply.get("ok") is True and isinstance(reply.get("result"), dict):
+            result: dict[str, Any] = reply["result"]
+            return result
+        raise ControlError(str(reply.get("error", "protocol")), str(reply.get("message", repr(reply))))
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+    async def __aenter__(self) -> ControlClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+def request(name: str, req: dict[str, Any], *, timeout: float = 30.0) -> dict[str, Any]:
+    """Blocking one-shot: connect to node ``name``, send ``req``, return the result (for scripts).
+
+    Runs its own event loop, so it cannot be called from inside a running one (use :class:`ControlClient`).
+    """
+
+    async def once() -> dict[str, Any]:
+        client = ControlClient()
+        try:
+            async with asyncio.timeout(timeout):
+                await client.connect(name)
+                return await client.request(req)
+        finally:
+            client.close()
+
+    return asyncio.run(once())
+
+
+# ------------------------------------------------------------------------------------------ discovery
+
+
+def _socket_listens(path: Path) -> bool:
+    """True unless connect() on ``path`` is refused (a stale socket file) or the file is gone."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.setblocking(False)
+        try:
+            s.connect(os.fspath(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except BlockingIOError:
+            return True  # the backlog is full: someone is listening
+        return True
+
+
+def _socket_answers(path: Path, timeout: float) -> bool:
+    """True if a server accepts on ``path`` and sends its challenge within ``timeout``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(os.fspath(path))
+            return s.recv(MAX_HANDSHAKE).startswith(b'{"pyotp"')
+        except OSError:
+            return False
+
+
+def list_nodes(timeout: float = 1.0) -> list[str]:
+    """Names of this user's nodes whose control socket answers, sorted; [] if there is no runtime dir.
+
+    Blocks up to ``timeout`` per socket file. Stale sockets (a node that died) are skipped, not removed.
+    """
+    try:
+        directory = runtime_dir(create=False)
+    except FileNotFoundError:
+        return []
+    names = []
+    for entry in sorted(directory.glob("*.sock")):
+        name = entry.name.removesuffix(".sock")
+        if _NAME_RE.fullmatch(name) and _socket_answers(entry, timeout):
+            names.append(name)
+    return names
