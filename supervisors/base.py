@@ -36,7 +36,8 @@ class SupervisorBase(Actor):
     """Shared machinery of ``Supervisor`` and ``DynamicSupervisor``.
 
     Attributes:
-        restarts: child id -> how many times the supervisor restarted that child (for the observer).
+        child_restarts: child id -> how many times this supervisor restarted that child (for the
+            observer; named apart from the kernel's own per-actor ``restarts`` counter).
         intensity: the restart budget (``max_restarts`` within ``max_seconds``).
     """
 
@@ -45,13 +46,13 @@ class SupervisorBase(Actor):
     # Invariant: ``_by_pid`` maps exactly the pids of the children whose ``pid`` is set.
     _children: dict[Hashable, Child]
     _by_pid: dict[Pid, Hashable]
-    restarts: dict[Hashable, int]
+    child_restarts: dict[Hashable, int]
     intensity: RestartIntensity
 
     def _setup(self, max_restarts: int, max_seconds: float) -> None:
         self._children = {}
         self._by_pid = {}
-        self.restarts = {}
+        self.child_restarts = {}
         self.intensity = RestartIntensity(max_restarts, max_seconds)
 
     # -- introspection -------------------------------------------------------------------------
@@ -151,7 +152,7 @@ class SupervisorBase(Actor):
                 member.restarting = True
                 self.send(self.pid, TryAgain(member.spec.id))
                 return
-            self.restarts[member.spec.id] = self.restarts.get(member.spec.id, 0) + 1
+            self.child_restarts[member.spec.id] = self.child_restarts.get(member.spec.id, 0) + 1
 
     async def terminate(self, reason: Reason) -> None:
         """Stop all children before the supervisor itself goes (shutdown, stop or escalation)."""
