@@ -88,3 +88,41 @@ class NotSerializable(KernelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.what, self.cause))
+
+
+class StaleEpoch(KernelError):
+    """A checkpoint write came from an older incarnation of the key (a zombie) and was refused.
+
+    The key was activated again since ``epoch`` was taken, so the newer incarnation owns its state; the
+    writer should stop rather than retry.
+    """
+
+    def __init__(self, key: Any, epoch: int, current: int) -> None:
+        self.key = key
+        self.epoch = epoch
+        self.current = current
+        super().__init__(
+            f"checkpoint of {key!r} refused: written at epoch {epoch}, but the key was activated again "
+            f"(epoch {current}); a newer incarnation owns it"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.epoch, self.current))
+
+
+class CheckpointWriteFailed(KernelError):
+    """A checkpoint transaction failed (disk full, read-only or locked file); nothing of it was written.
+
+    ``cause`` names the SQLite error (``"SQLITE_FULL: database or disk is full"``); the checkpoints
+    committed before stay intact and readable.
+    """
+
+    def __init__(self, cause: str, count: int = 1) -> None:
+        self.cause = cause
+        self.count = count
+        super().__init__(
+            f"checkpoint write of {count} item(s) failed: {cause}; the previous checkpoints are intact"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.cause, self.count))
