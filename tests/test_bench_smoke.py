@@ -1,0 +1,26 @@
+"""Smoke test of the benchmark harness: it runs end to end and yields a figure and a ratio.
+
+No timing is asserted here, ever: speed targets are judged by ``python -m tools.bench`` against a
+floor measured in the same run, never by a test on a noisy machine.
+"""
+
+import json
+
+import pytest
+
+from tools.bench.runner import main
+
+
+@pytest.mark.timeout(20)
+def test_quick_local_cast_yields_a_figure_and_a_ratio(tmp_path):
+    out = tmp_path / "bench.json"
+    main(["--quick", "--only", "local_cast", "--reps", "1", "--json", str(out)])
+    summary = json.loads(out.read_text())
+    floor = summary["floors"]["queue_one_way"]
+    row = summary["scenarios"]["local_cast"]
+    assert row["error"] is None
+    assert floor["median"] > 0
+    assert row["median"] > 0
+    assert row["ratio"] > 0
+    assert row["target"] == ">= 0.5x"
+    assert isinstance(row["met"], bool)
