@@ -1,0 +1,86 @@
+"""Client glue: where the observer's data comes from, and how a node is chosen.
+
+The app talks to a :class:`Source`; :class:`NodeSource` is the real one (the node's control socket,
+JSON only), tests pass a fake. The observer reads and asks; it never reaches into the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from kernel.control import ControlClient, ControlError
+
+__all__ = ["NodeSource", "Source", "pick_node"]
+
+
+class Source(Protocol):
+    """What the observer needs from a node. Each call may raise ``ControlError`` or ``ConnectionError``."""
+
+    async def snapshot(self) -> dict[str, Any]: ...
+
+    async def state(self, pid: str) -> dict[str, Any]: ...
+
+    async def kill(self, pid: str) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class NodeSource:
+    """A node's control socket as a :class:`Source`; (re)connects on demand.
+
+    After a failure the connection is dropped and the next call tries again, so the observer survives
+    a node restart (it shows the error meanwhile).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._client: ControlClient | None = None
+
+    async def _request(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self._client is None:
+            client = ControlClient()
+            await client.connect(self.name)
+            self._client = client
+        try:
+            return await self._client.request(req)
+        except ControlError:
+            raise  # an error answer: the connection is fine
+        except BaseException:
+            self.close()  # broken or cut short mid-reply: start afresh next time
+            raise
+
+    async def snapshot(self) -> dict[str, Any]:
+        return await self._request({"op": "snapshot"})
+
+    async def state(self, pid: str) -> dict[str, Any]:
+        return await self._request({"op": "state", "pid": pid})
+
+    async def kill(self, pid: str) -> dict[str, Any]:
+        return await self._request({"op": "kill", "pid": pid})
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def pick_node(names: Sequence[str], ask: Callable[[str], str]) -> str | None:
+    """Choose a node: the only one, or ask for a number or a name among several; None if there are none.
+
+    ``ask`` is called with a prompt and returns the user's answer (``input`` in a terminal); it is asked
+    again until the answer names a listed node.
+    """
+    if not names:
+        return None
+    if len(names) == 1:
+        return names[0]
+    menu = "\n".join(f"  {i}. {name}" for i, name in enumerate(names, 1))
+    prompt = f"running nodes:\n{menu}\nattach to which one (number or name)? "
+    while True:
+        answer = ask(prompt).strip()
+        if answer in names:
+            return answer
+        if answer.isdigit() and 1 <= int(answer) <= len(names):
+            return names[int(answer) - 1]
+        prompt = f"pick 1-{len(names)} or a name from the list: "
