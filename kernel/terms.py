@@ -9,7 +9,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, NamedTuple
 
-__all__ = ["NODE", "Crash", "Down", "Exit", "NoReply", "Pid", "Ref", "Reason"]
+__all__ = ["NODE", "Crash", "Down", "Exit", "NoReply", "Pid", "Reason", "Ref"]
 
 #: Worker index of the node process itself (the context that runs the user's ``async with Node()``).
 NODE = -1

@@ -1,0 +1,144 @@
+"""An OTP-like actor kernel: asyncio actors in worker OS processes, on every core of one host.
+
+Principles, written once:
+
+* **A worker is an OS process** (a fresh interpreter, never a fork) running one uvloop event loop that
+  hosts many actors. An actor is an object with a mailbox; it owns a task only while it has messages.
+* **A pid names its worker**: ``<worker.serial>``, plus the worker's incarnation, so a pid is never
+  reused and a send needs no lookup: a local append, or one pickle into the batch for that worker.
+* **Ordering**: messages from one sender to one receiver arrive in the order sent, across workers too.
+  Nothing else is promised (as in Erlang).
+* **Failure is data**: an exit reason is a value (``"normal"``, ``"killed"``, ``Crash(...)``); links and
+  monitors turn one process's death into signals for others, also when a whole worker dies.
+* **Durability**: a persistent actor's state is checkpointed to SQLite; with ``durable=True`` a call's
+  reply is released only once the state it produced is committed.
+* **Security**: sockets carry pickles, so they live in a 0700 directory, are 0600, check the peer's uid
+  and require an HMAC handshake before a single byte is unpickled.
+
+Layers: ``kernel`` imports nothing of ours; ``registry``, ``supervisors``, ``tools`` and ``examples`` build
+on this package's public names only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import uvloop
+
+from . import checkpoints
+from .actor import Actor, Checkpoint
+from .context import current, current_or_none
+from .errors import ActorExited, AlreadyStarted, CallTimeout, KernelError, NoProc, NotSerializable
+from .node import Node
+from .process import NodeContext, Process
+from .terms import Crash, Down, Exit, NoReply, Pid, Ref
+
+__all__ = [
+    "Actor",
+    "ActorExited",
+    "AlreadyStarted",
+    "CallTimeout",
+    "Checkpoint",
+    "Crash",
+    "Down",
+    "Exit",
+    "KernelError",
+    "NoProc",
+    "NoReply",
+    "Node",
+    "NodeContext",
+    "NotSerializable",
+    "Pid",
+    "Process",
+    "Ref",
+    "call",
+    "cast",
+    "checkpoints",
+    "current",
+    "current_or_none",
+    "link",
+    "monitor",
+    "run",
+    "self_pid",
+    "send",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "stop",
+    "whereis",
+]
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def self_pid() -> Pid:
+    """The pid of the acting process (actor, raw process, or the node's context)."""
+    return current().pid
+
+
+def send(dest: Any, message: Any) -> None:
+    """Send a raw message (``handle_info``) for the current context; never blocks."""
+    current().send(dest, message)
+
+
+def cast(dest: Any, message: Any) -> None:
+    """Cast (``handle_cast``) for the current context; never blocks."""
+    current().cast(dest, message)
+
+
+async def call(dest: Any, request: Any, timeout: float = 5.0) -> Any:
+    """Request-reply for the current context (see ``Actor.call``)."""
+    return await current().call(dest, request, timeout)
+
+
+async def spawn(cls: Any, *args: Any, name: Any = None, worker: int | None = None, **kwargs: Any) -> Pid:
+    """Spawn for the current context; from plain node code the actor is placed round-robin."""
+    proc = current()
+    if isinstance(proc, NodeContext):
+        node_spawn: Pid = await proc._rt.spawn(proc, cls, args, kwargs, name=name, worker=worker)
+        return node_spawn
+    return await proc.spawn(cls, *args, name=name, worker=worker, **kwargs)
+
+
+async def spawn_link(cls: Any, *args: Any, name: Any = None, worker: int | None = None,
+                     **kwargs: Any) -> Pid:
+    return await current().spawn_link(cls, *args, name=name, worker=worker, **kwargs)
+
+
+async def spawn_monitor(cls: Any, *args: Any, name: Any = None, worker: int | None = None,
+                        **kwargs: Any) -> tuple[Pid, Ref]:
+    return await current().spawn_monitor(cls, *args, name=name, worker=worker, **kwargs)
+
+
+def link(pid: Pid) -> None:
+    current().link(pid)
+
+
+def monitor(dest: Any) -> Ref:
+    return current().monitor(dest)
+
+
+async def whereis(name: Any) -> Pid | None:
+    """The live holder of ``name``, or None. Resolved from this process's replica when it knows it."""
+    proc = current()
+    rt = proc._rt
+    pid = rt.resolve(name, "name")
+    if pid is None:
+        return await rt.resolve_for_call(name)
+    if pid.worker == rt.index and rt.local(pid) is None:
+        return None
+    return pid
+
+
+async def stop(dest: Any, reason: Any = "normal", timeout: float = 5.0) -> None:
+    """Stop ``dest`` the orderly way (OTP's gen_server:stop); returns once it is gone."""
+    proc = current()
+    await proc._rt.stop(proc, dest, reason, timeout)

@@ -1,0 +1,283 @@
+"""The gen_server behaviour: one message at a time, in mailbox order.
+
+An idle actor owns no task and no queue: its mailbox is created by the first message and a task is
+started to drain it, which ends (and is dropped) when the mailbox is empty again. That keeps a million
+idle actors cheap and spawn as fast as creating one object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, ClassVar
+
+from . import wire
+from .context import _current
+from .errors import ActorExited, KernelError
+from .proc import Proc
+from .process import receive
+from .terms import Crash, NoReply, Reason
+
+__all__ = ["Actor", "Checkpoint"]
+
+log = logging.getLogger("kernel")
+
+
+class Checkpoint:
+    """When an actor's state is persisted (see API.md section 6).
+
+    ``every=N``: after every N handled messages that changed the state; ``interval=S``: at most S seconds
+    after a change; ``durable``: a call's reply waits for the commit of the state it produced.
+    """
+
+    __slots__ = ("durable", "every", "interval")
+
+    def __init__(self, every: int | None = 1, interval: float | None = None, durable: bool = True) -> None:
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+            raise ValueError(f"every must be a positive int or None, got {every!r}")
+        if interval is not None and (not isinstance(interval, (int, float)) or interval <= 0):
+            raise ValueError(f"interval must be a positive number of seconds or None, got {interval!r}")
+        if every is None and interval is None:
+            raise ValueError("every and interval cannot both be None: the state would never be saved")
+        if not isinstance(durable, bool):
+            raise TypeError(f"durable must be a bool, got {durable!r}")
+        self.every = every
+        self.interval = interval
+        self.durable = durable
+
+    def __repr__(self) -> str:
+        return f"Checkpoint(every={self.every}, interval={self.interval}, durable={self.durable})"
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        # `checkpoint` is both the class's policy and, on an instance, `await self.checkpoint()`.
+        if instance is None:
+            return self
+        return _BoundCheckpoint(self, instance)
+
+
+class _BoundCheckpoint:
+    """``self.checkpoint`` seen from an actor: the policy's fields, and a call that persists now."""
+
+    __slots__ = ("_actor", "_policy")
+
+    def __init__(self, policy: Checkpoint, actor: Actor) -> None:
+        self._policy = policy
+        self._actor = actor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._policy, name)
+
+    async def __call__(self) -> None:
+        await self._actor._rt.persist(self._actor, force=True)
+
+
+def checkpoint_policy(cls: type) -> Checkpoint | None:
+    """The class's Checkpoint, found without triggering the descriptor."""
+    for klass in cls.__mro__:
+        value = klass.__dict__.get("checkpoint")
+        if isinstance(value, Checkpoint):
+            return value
+        if "checkpoint" in klass.__dict__ and klass is not Actor:
+            return None
+    return None
+
+
+class Actor(Proc):
+    """Subclass and override the callbacks you need; every one is optional.
+
+    ``init(*args, **kwargs)`` runs on a fresh start with the spawn arguments; ``restore(state)`` runs
+    instead when a checkpoint exists. ``handle_call`` returns the reply (or ``NoReply``);
+    ``handle_cast``/``handle_info`` return nothing; ``terminate(reason)`` runs on an orderly stop, a
+    crash in a handler, or a trapped exit from the parent.
+    """
+
+    __slots__ = ("__dict__", "_calling", "_pending", "_persistent", "_stop_reason", "_stop_waiters", "restarts", "state")
+
+    checkpoint: ClassVar[Any] = None
+
+    state: Any
+
+    async def init(self, *args: Any, **kwargs: Any) -> None:
+        if args or kwargs:
+            raise TypeError(
+                f"{type(self).__name__} got spawn arguments {args!r} {kwargs!r} but defines no init() to take them"
+            )
+
+    async def restore(self, state: Any) -> None:
+        self.state = state
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        raise KernelError(f"{type(self).__name__} has no handle_call for request {request!r}")
+
+    async def handle_cast(self, message: Any) -> None:
+        return None
+
+    async def handle_info(self, message: Any) -> None:
+        return None
+
+    async def terminate(self, reason: Reason) -> None:
+        return None
+
+    # -- API inside an actor --------------------------------------------------------------------
+
+    def stop(self, reason: Reason = "normal") -> None:
+        """Stop after the current message; ``terminate(reason)`` runs, then the actor exits with ``reason``."""
+        self._stop_reason = ("set", reason)
+
+    async def receive(self, match: Any = None, timeout: float | None = None) -> Any:
+        """Selective receive of info messages (raw sends, Down, Exit) from inside a handler.
+
+        Unmatched messages stay queued in order. Raises ``TimeoutError`` after ``timeout`` seconds.
+        """
+        return await receive(self, match, timeout)
+
+    # -- kernel side ----------------------------------------------------------------------------
+
+    def _bind(self, rt: Any, pid: Any, parent: Any, name: Any, key: Any) -> None:
+        super()._bind(rt, pid, parent, name, key)
+        if not hasattr(self, "state"):
+            self.state = None
+        self._pending = None
+        self._calling = None
+        self._stop_reason = None
+        self._stop_waiters = None
+        self._persistent = False
+        self.restarts = 0
+
+    def _deliver(self, item: tuple[Any, ...]) -> None:
+        mbox = self._mbox
+        if mbox is None:
+            mbox = self._mbox = deque()
+        mbox.append(item)
+        if self._task is None:
+            if not self._exiting:
+                self._task = self._rt.loop.create_task(self._run())
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)  # a handler is in a selective receive
+
+    def _on_parent_exit(self, reason: Reason) -> None:
+        self._deliver((wire.PARENT_EXIT, reason))
+
+    async def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any], restored: Any) -> None:
+        """Run ``init`` (or ``restore``) in the actor's own task; then drain what queued meanwhile."""
+        started: asyncio.Future[None] = self._rt.loop.create_future()
+        self._task = self._rt.loop.create_task(self._boot(args, kwargs, restored, started))
+        await started
+
+    async def _boot(self, args: tuple[Any, ...], kwargs: dict[str, Any], restored: Any,
+                    started: asyncio.Future[None]) -> None:
+        _current.set(self)
+        try:
+            if restored is not None:
+                await self.restore(restored[0])
+            else:
+                await self.init(*args, **kwargs)
+        except asyncio.CancelledError:
+            if not started.done():
+                started.set_exception(ActorExited("killed", self.pid))
+            return
+        except BaseException as exc:
+            reason = Crash.from_exception(exc)
+            self._task = None
+            self._finish(reason)
+            if not started.done():
+                started.set_exception(ActorExited(reason, self.pid))
+            return
+        started.set_result(None)
+        await self._rt.after_init(self)
+        await self._drain()
+
+    async def _run(self) -> None:
+        _current.set(self)
+        await self._drain()
+
+    async def _drain(self) -> None:
+        mbox = self._mbox
+        rt = self._rt
+        while mbox and not self._exiting:
+            item = mbox.popleft()
+            kind = item[0]
+            try:
+                if kind == wire.CAST:
+                    await self.handle_cast(item[1])
+                elif kind == wire.SEND:
+                    await self.handle_info(item[1])
+                elif kind == wire.CALL:
+                    self._calling = item[2]
+                    result = await self.handle_call(item[1], item[2])
+                    self._calling = None
+                    if result is not NoReply:
+                        rt.reply_from_handler(self, item[2], result)
+                    elif self._pending is None:
+                        self._pending = {item[2]}
+                    else:
+                        self._pending.add(item[2])
+                elif kind == wire.STOP:
+                    self._add_stop_waiter(item[2])
+                    self._stop_reason = ("set", item[1])
+                elif kind == wire.PARENT_EXIT:
+                    self._stop_reason = ("set", item[1])
+            except asyncio.CancelledError:
+                return  # killed: _die has done the exit work
+            except BaseException as exc:
+                await self._crash(exc)
+                return
+            self._handled += 1
+            if self._persistent:
+                try:
+                    await rt.after_message(self)
+                except asyncio.CancelledError:
+                    return
+                except BaseException as exc:
+                    await self._crash(exc)
+                    return
+            if self._stop_reason is not None:
+                await self._terminate_and_exit(self._stop_reason[1])
+                return
+        self._task = None
+
+    def _add_stop_waiter(self, caller: Any) -> None:
+        if self._stop_waiters is None:
+            self._stop_waiters = []
+        self._stop_waiters.append(caller)
+
+    async def _crash(self, exc: BaseException) -> None:
+        reason = Crash.from_exception(exc)
+        log.error("actor %r (%s) crashed: %s: %s\n%s", self.pid, type(self).__name__,
+                  reason.type_name, reason.message, reason.traceback_text)
+        await self._terminate_and_exit(reason)
+
+    async def _terminate_and_exit(self, reason: Reason) -> None:
+        """The orderly path: ``terminate`` runs (its own crash replaces the reason), then the exit."""
+        try:
+            await self.terminate(reason)
+        except asyncio.CancelledError:
+            return
+        except BaseException as exc:
+            reason = Crash.from_exception(exc)
+            log.error("terminate of %r raised: %s", self.pid, reason)
+        self._task = None
+        await self._rt.before_exit(self, reason)
+        self._finish(reason)
+
+    def _fail_pending(self, reason: Reason) -> None:
+        if self._calling is not None:
+            self._rt.fail_caller(self._calling, reason, self.pid)
+            self._calling = None
+        if self._pending:
+            for caller in self._pending:
+                self._rt.fail_caller(caller, reason, self.pid)
+            self._pending = None
+
+    def _after_exit(self, reason: Reason) -> None:
+        if self._stop_waiters:
+            for caller in self._stop_waiters:
+                self._rt.reply(caller, reason)
+            self._stop_waiters = None
+
+    def reply(self, caller: Any, value: Any) -> None:
+        """Answer a call whose handler returned ``NoReply``."""
+        self._rt.reply(caller, value)
+        if self._pending:
+            self._pending.discard(caller)

@@ -1,0 +1,100 @@
+"""The name authority, hosted by the node process: one decision per name at a time.
+
+Why a central authority with replicas rather than names sharded across workers: the node process
+outlives every worker, so no live name is ever lost with a worker (a shard would have to be rebuilt
+from the survivors), and every send or call by name still resolves locally from a replica. Only
+registrations pay a round trip, and they are rare next to sends.
+
+Exactly one holder: registrations of one name are serialised by a per-name lock. Freshness: when the
+table shows a holder on another worker, the authority first syncs with that worker (one round trip
+on the same ordered stream), so a holder whose exit notice is already on its way is not reported as
+taken to a caller that has seen its Down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .errors import ActorExited, AlreadyStarted, NoProc
+from .runtime import Runtime
+from .terms import NODE, Pid
+
+__all__ = ["Authority"]
+
+
+class Authority:
+    """Installs the node-only operations on the node's runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.names = rt.names
+        self._locks: dict[Any, asyncio.Lock] = {}
+        rt.rpc_ops.update(register=self.register, unregister=self.unregister, whereis=self.names.get,
+                          registered=self.registered)
+        rt.note_ops.update(name_del=self.name_del, send_name=self.send_name)
+
+    async def register(self, name: Any, pid: Pid, adopt: bool = True) -> None:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        try:
+            async with lock:
+                await self._register(name, pid, adopt)
+        finally:
+            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+                self._locks.pop(name, None)
+
+    async def _register(self, name: Any, pid: Pid, adopt: bool) -> None:
+        rt = self.rt
+        synced: set[int] = set()
+        while True:
+            holder = self.names.get(name)
+            if holder is None:
+                break
+            if holder == pid:
+                return
+            if holder.worker != NODE and holder.worker not in synced and rt.pid_is_current(holder):
+                synced.add(holder.worker)
+                try:
+                    await rt.rpc(holder.worker, "sync", ())
+                except ActorExited:
+                    pass  # that worker died: its names are gone now
+                continue
+            raise AlreadyStarted(holder, name)
+        if not rt.pid_is_current(pid):
+            raise NoProc(pid)
+        if adopt:
+            alive = rt._rpc_adopt(pid.serial, pid.incarnation, name) if pid.worker == NODE \
+                else await rt.rpc(pid.worker, "adopt", (pid.serial, pid.incarnation, name))
+            if not alive:
+                raise NoProc(pid)
+            if self.names.get(name) is not None:
+                raise AlreadyStarted(self.names.get(name), name)
+        self.names.add(name, pid)
+        self._broadcast("name_add", name, pid)
+
+    def unregister(self, name: Any) -> bool:
+        holder = self.names.get(name)
+        if holder is None:
+            return False
+        self.names.remove(name, holder)
+        self._broadcast("name_del", name, holder)
+        return True
+
+    def registered(self) -> dict[Any, Pid]:
+        return dict(self.names.items())
+
+    def name_del(self, name: Any, pid: Pid) -> None:
+        if self.names.remove(name, pid):
+            self._broadcast("name_del", name, pid)
+
+    def send_name(self, dest: Any, kind: int, message: Any) -> None:
+        pid = self.names.get(dest)
+        if pid is not None:
+            self.rt.send(pid, kind, message)
+
+    def _broadcast(self, op: str, *args: Any) -> None:
+        for index in range(self.rt.workers):
+            if index not in self.rt.down:
+                self.rt.note(index, op, *args)

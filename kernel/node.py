@@ -1,0 +1,313 @@
+"""The node: the user's process, its worker OS processes, and their lifecycle.
+
+Start method, chosen deliberately: each worker is a fresh interpreter running ``python -m
+kernel.worker``. ``fork`` of a process with a running event loop (and threads) is unsafe, and
+multiprocessing's ``spawn``/``forkserver`` re-import the user's ``__main__``, which breaks a script
+with no ``if __name__ == "__main__"`` guard. Our workers import only the kernel; user classes reach them
+by reference when importable, by value (cloudpickle) when not.
+
+No orphans: a worker asks the OS to SIGKILL it when its parent dies (PR_SET_PDEATHSIG) and also
+exits when its stdin pipe from the node reaches EOF, which happens whenever the node dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from typing import Any
+
+from .authority import Authority
+from .context import _current
+from .errors import CallTimeout, KernelError, NoProc
+from .names import check_name
+from .process import NodeContext
+from .runtime import Runtime, check_spawnable
+from .terms import NODE, Pid, Ref
+
+__all__ = ["Node"]
+
+log = logging.getLogger("kernel.node")
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_READY_TIMEOUT = 30.0
+
+
+class Node:
+    """The running system on one host; use as ``async with Node(workers=2) as node``.
+
+    Leaving the block stops every actor (the node's own spawns in reverse start order, each with
+    ``terminate``), flushes checkpoints and reaps every worker process.
+    """
+
+    def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,
+                 name: str | None = None) -> None:
+        if workers is None:
+            workers = os.cpu_count() or 1
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"workers must be a positive int or None, got {workers!r}")
+        if state is not None and not isinstance(state, (str, os.PathLike)):
+            raise TypeError(f"state must be a path (str or os.PathLike) or None, got {type(state).__name__}")
+        if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
+            raise ValueError(f"name must be 1-64 letters, digits, '_', '.' or '-', got {name!r}")
+        self.name = name or f"node-{os.getpid()}-{int(time.time() * 1000) % 100000}"
+        self.size = workers
+        self.state = os.fspath(state) if state is not None else None
+        self._tmp_state: str | None = None
+        self._rt: Runtime | None = None
+        self._ctx: NodeContext | None = None
+        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        self._ready: dict[tuple[int, int], asyncio.Future[int]] = {}
+        self._os_pids: list[int] = [0] * workers
+        self._watchers: list[asyncio.Task[None]] = []
+        self._top: list[Pid] = []
+        self._closing = False
+        self._token: Any = None
+        self._sockdir = ""
+        self._started = 0.0
+        self.hooks: dict[str, Any] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._rt is not None:
+            raise KernelError("this node is already started")
+        self._started = time.time()
+        self._sockdir = tempfile.mkdtemp(prefix="pyotp-")  # mkdtemp makes it 0700
+        secret = os.urandom(32)
+        rt = self._rt = Runtime(NODE, 0, self._sockdir, secret, self.size)
+        Authority(rt)
+        rt.note_ops["ready"] = self._on_ready
+        await rt.start()
+        if self.state is None:
+            fd, self._tmp_state = tempfile.mkstemp(prefix="pyotp-state-", suffix=".db")
+            os.close(fd)
+        ctx = self._ctx = NodeContext()
+        ctx._bind(rt, rt.next_pid(), None, None, None)
+        ctx._start_context()
+        rt.procs[ctx.pid.serial] = ctx
+        try:
+            await asyncio.gather(*(self._launch(i, 0) for i in range(self.size)))
+        except BaseException:
+            await self.close()
+            raise
+        self._token = _current.set(ctx)
+
+    @property
+    def state_path(self) -> str:
+        path = self.state or self._tmp_state
+        assert path is not None
+        return path
+
+    async def _launch(self, index: int, inc: int) -> None:
+        rt = self._rt
+        assert rt is not None
+        ready: asyncio.Future[int] = rt.loop.create_future()
+        self._ready[(index, inc)] = ready
+        config = {
+            "index": index,
+            "incarnation": inc,
+            "workers": self.size,
+            "incarnations": rt.incarnations,
+            "sockdir": self._sockdir,
+            "secret": rt.secret.hex(),
+            "parent": os.getpid(),
+            "sys_path": [p for p in sys.path if p],
+            "state": self.state_path,
+            "node": self.name,
+        }
+        env = dict(os.environ)
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH", "")]))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kernel.worker", stdin=asyncio.subprocess.PIPE, env=env)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(config).encode() + b"\n")
+        self._procs[index] = proc
+        self._watchers.append(rt.loop.create_task(self._watch(index, inc, proc)))
+        try:
+            os_pid = await asyncio.wait_for(ready, _READY_TIMEOUT)
+        finally:
+            self._ready.pop((index, inc), None)
+        self._os_pids[index] = os_pid
+
+    def _on_ready(self, index: int, inc: int, os_pid: int) -> None:
+        fut = self._ready.get((index, inc))
+        if fut is not None and not fut.done():
+            fut.set_result(os_pid)
+
+    async def _watch(self, index: int, inc: int, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        fut = self._ready.get((index, inc))
+        if fut is not None and not fut.done():
+            fut.set_exception(KernelError(f"worker {index} exited with code {code} while starting"))
+        if self._closing:
+            return
+        log.warning("worker %d (os pid %s) died with code %s; replacing it", index, proc.pid, code)
+        rt = self._rt
+        assert rt is not None
+        rt.worker_down(index, inc)
+        for other in range(self.size):
+            if other != index and other not in rt.down:
+                rt.note(other, "worker_down", index, inc)
+        # Messages the node buffered for the dead worker are dropped: its pids are all dead now.
+        rt.peers.pop(index, None)
+        try:
+            await self._launch(index, inc + 1)
+        except Exception:
+            if not self._closing:
+                log.exception("could not replace worker %d", index)
+            return
+        rt.note(index, "names", rt.names.items_list())
+        rt.worker_up(index, inc + 1)
+        for other in range(self.size):
+            if other != index and other not in rt.down:
+                rt.note(other, "worker_up", index, inc + 1)
+
+    async def close(self) -> None:
+        """Stop every actor in order, flush checkpoints, reap every worker. Idempotent."""
+        if self._closing or self._rt is None:
+            return
+        rt = self._rt
+        ctx = self._ctx
+        if ctx is not None and ctx.alive:
+            for pid in reversed(self._top):
+                try:
+                    await rt.stop(ctx, pid, "shutdown", 10.0)
+                except (NoProc, CallTimeout, KernelError):
+                    pass
+        self._closing = True
+        for index, proc in self._procs.items():
+            if proc.returncode is None and index not in rt.down:
+                try:
+                    await asyncio.wait_for(rt.rpc(index, "shutdown", ()), 10.0)
+                except Exception as exc:
+                    log.warning("worker %d did not shut down cleanly: %s", index, exc)
+        for proc in self._procs.values():
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 5.0)
+            except TimeoutError:
+                proc.send_signal(signal.SIGKILL)
+                await proc.wait()
+        for task in self._watchers:
+            task.cancel()
+        if ctx is not None:
+            ctx._finish("shutdown")
+        rt.close()
+        if self._token is not None:
+            try:
+                _current.reset(self._token)
+            except ValueError:
+                _current.set(None)  # left from another context (e.g. a different task)
+            self._token = None
+        shutil.rmtree(self._sockdir, ignore_errors=True)
+        if self._tmp_state is not None:
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(self._tmp_state + suffix)
+                except FileNotFoundError:
+                    pass
+
+    # -- the node's context ---------------------------------------------------------------------
+
+    @property
+    def context(self) -> NodeContext:
+        if self._ctx is None or self._closing:
+            raise KernelError("the node is not running: use `async with Node(...) as node`")
+        return self._ctx
+
+    @property
+    def workers(self) -> list[int]:
+        """Worker OS pids in worker-index order."""
+        return list(self._os_pids)
+
+    @property
+    def pid(self) -> Pid:
+        return self.context.pid
+
+    async def spawn(self, cls: Any, *args: Any, name: Any = None, worker: int | None = None,
+                    **kwargs: Any) -> Pid:
+        """Start an actor on a worker (round-robin unless ``worker`` is given); returns after its init."""
+        pid: Pid = await self.context.spawn(cls, *args, name=name, worker=worker, **kwargs)
+        self._top.append(pid)
+        return pid
+
+    async def spawn_monitor(self, cls: Any, *args: Any, name: Any = None, worker: int | None = None,
+                            **kwargs: Any) -> tuple[Pid, Ref]:
+        result = await self.context.spawn_monitor(cls, *args, name=name, worker=worker, **kwargs)
+        self._top.append(result[0])
+        return result
+
+    async def spawn_opt(self, cls: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
+                        *, name: Any = None, worker: int | None = None, monitor: bool = False,
+                        key: Any = None) -> Any:
+        check_spawnable(cls)
+        result = await self.context.spawn_opt(cls, args, kwargs, name=name, worker=worker,
+                                              monitor=monitor, key=key)
+        self._top.append(result[0] if monitor else result)
+        return result
+
+    def send(self, dest: Any, message: Any) -> None:
+        self.context.send(dest, message)
+
+    def cast(self, dest: Any, message: Any) -> None:
+        self.context.cast(dest, message)
+
+    async def call(self, dest: Any, request: Any, timeout: float = 5.0) -> Any:
+        return await self.context.call(dest, request, timeout)
+
+    async def stop(self, dest: Any, reason: Any = "normal", timeout: float = 5.0) -> None:
+        """Stop ``dest`` the orderly way (``terminate`` runs); returns once it is gone."""
+        await self.context._rt.stop(self.context, dest, reason, timeout)
+
+    def monitor(self, dest: Any) -> Ref:
+        return self.context.monitor(dest)
+
+    def demonitor(self, ref: Ref) -> None:
+        self.context.demonitor(ref)
+
+    def exit(self, pid: Pid, reason: Any) -> None:
+        self.context.exit(pid, reason)
+
+    async def receive(self, match: Any = None, timeout: float | None = None) -> Any:
+        """Selective receive on the node's own mailbox (``Down`` messages, raw sends to the node)."""
+        return await self.context.receive(match, timeout)
+
+    async def whereis(self, name: Any) -> Pid | None:
+        check_name(name)
+        return self.context._rt.names.get(name)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """A JSON-able picture of the node for the observer (see tools.observer)."""
+        rt = self.context._rt
+        workers = await asyncio.gather(
+            *(rt.rpc(i, "snapshot", ()) for i in range(self.size) if i not in rt.down),
+            return_exceptions=True)
+        out_workers: list[dict[str, Any]] = []
+        actors: list[dict[str, Any]] = []
+        for part in workers:
+            if isinstance(part, BaseException):
+                continue
+            out_workers.append(part["worker"])
+            actors.extend(part["actors"])
+        for index in sorted(rt.down):
+            out_workers.append({"index": index, "os_pid": self._os_pids[index], "alive": False})
+        out_workers.sort(key=lambda w: w["index"])
+        return {"node": self.name, "os_pid": os.getpid(), "started": self._started, "time": time.time(),
+                "workers": out_workers, "actors": actors}

@@ -1,0 +1,598 @@
+"""The scheduler of one OS process: its processes, and where every message and signal goes.
+
+A pid names its worker, so routing needs no lookup: a pid of this process is a dict hit and a
+mailbox append (the message is not copied); any other pid is pickled once, on the sender's side (so
+``NotSerializable`` is raised to the sender), and appended to the one outbound buffer for that worker.
+The node process runs the same runtime, with index ``NODE``; it hosts no actors, only its context.
+
+Calls are answered through a table of futures keyed by an int ref; a pending call remembers the worker
+incarnation it targets, so a worker's death fails exactly the calls into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import wire
+from .actor import Actor, checkpoint_policy
+from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable
+from .names import NameTable, check_name
+from .proc import Proc
+from .process import Process
+from .serialize import dumps
+from .terms import NODE, Pid, Ref
+from .transport import Listener, Peer
+
+__all__ = ["Runtime", "socket_path"]
+
+log = logging.getLogger("kernel")
+
+_SIGNALS = frozenset({wire.LINK, wire.UNLINK, wire.EXIT, wire.MONITOR, wire.DEMONITOR, wire.DOWN})
+_DEFERRED = frozenset({wire.EXIT, wire.DOWN})
+
+
+def socket_path(sockdir: str, index: int) -> str:
+    return os.path.join(sockdir, "node.sock" if index == NODE else f"w{index}.sock")
+
+
+class Runtime:
+    """One per OS process of a node."""
+
+    def __init__(self, index: int, incarnation: int, sockdir: str, secret: bytes, workers: int) -> None:
+        self.index = index
+        self.inc = incarnation
+        self.sockdir = sockdir
+        self.secret = secret
+        self.loop = asyncio.get_running_loop()
+        self.procs: dict[int, Proc] = {}
+        self.names = NameTable()
+        self.peers: dict[int, Peer] = {}
+        self.calls: dict[int, tuple[asyncio.Future[Any], int, int, Callable[[Any], None] | None]] = {}
+        #: worker index -> incarnation currently expected there (advanced as soon as one dies)
+        self.incarnations: dict[int, int] = dict.fromkeys(range(workers), 0)
+        self.down: set[int] = set()
+        self.workers = workers
+        self.rpc_ops: dict[str, Callable[..., Any]] = {
+            "spawn": self._rpc_spawn,
+            "sync": lambda: None,
+            "adopt": self._rpc_adopt,
+        }
+        self.note_ops: dict[str, Callable[..., None]] = {
+            "name_add": self.names.add,
+            "name_del": self._note_name_del,
+            "worker_down": self.worker_down,
+            "worker_up": self.worker_up,
+        }
+        self._serial = 0
+        self._ref = 0
+        self._rr = 0
+        self.msgs_in = 0
+        self.listener = Listener(socket_path(sockdir, index), secret, self.dispatch, self._inbound_lost)
+        self.on_peer_lost: Callable[[int, int], None] | None = None
+        self.store: Any = None  # the checkpoint service, when persistence is on
+
+    async def start(self) -> None:
+        await self.listener.start()
+
+    def close(self) -> None:
+        self.listener.close()
+        for peer in self.peers.values():
+            peer.close()
+
+    # -- identities -----------------------------------------------------------------------------
+
+    def next_pid(self) -> Pid:
+        self._serial += 1
+        return Pid(self.index, self._serial, self.inc)
+
+    def make_ref(self) -> Ref:
+        self._ref += 1
+        return Ref(self.index, self.inc, self._ref)
+
+    def _next_call_ref(self) -> int:
+        self._ref += 1
+        return self._ref
+
+    def peer(self, index: int) -> Peer:
+        peer = self.peers.get(index)
+        if peer is None:
+            peer = Peer(socket_path(self.sockdir, index), self.secret, (self.index, self.inc))
+            if index in self.down:
+                peer.up = False
+            self.peers[index] = peer
+        return peer
+
+    def pid_is_current(self, pid: Pid) -> bool:
+        """False when the pid's worker incarnation is already known dead."""
+        return pid.worker == NODE or (self.incarnations.get(pid.worker, -1) == pid.incarnation \
+            and pid.worker not in self.down)
+
+    def local(self, pid: Pid) -> Proc | None:
+        if pid.incarnation != self.inc:
+            return None
+        proc = self.procs.get(pid.serial)
+        if proc is None or proc._exiting:
+            return None
+        return proc
+
+    def resolve(self, dest: Any, argument: str = "dest") -> Pid | None:
+        """A destination (pid or registered name) as a pid, from this process's replica."""
+        if type(dest) is Pid:
+            return dest
+        check_name(dest, argument)
+        return self.names.get(dest)
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def send(self, dest: Any, kind: int, message: Any) -> None:
+        if type(dest) is Pid:
+            pid: Pid | None = dest
+        else:
+            check_name(dest, "dest")
+            pid = self.names.get(dest)
+            if pid is None:
+                if self.index != NODE:
+                    # A name this replica has not heard of yet: let the authority resolve it.
+                    data = dumps((wire.NOTE, "send_name", (dest, kind, message)))
+                    self.peer(NODE).send(data)
+                return
+        assert pid is not None
+        if pid.worker == self.index:
+            proc = self.local(pid)
+            if proc is not None:
+                proc._deliver((kind, message))
+            return
+        data = dumps((kind, pid.serial, pid.incarnation, message))
+        if self.pid_is_current(pid) or pid.worker in self.down:
+            self.peer(pid.worker).send(data)
+
+    def signal(self, pid: Pid, kind: int, *fields: Any) -> None:
+        """Route a link/monitor/exit signal; a dead target answers as OTP says (noproc)."""
+        if pid.worker == self.index:
+            proc = self.local(pid)
+            if proc is None:
+                self._dead_target(pid, kind, fields)
+            elif kind in _DEFERRED:
+                # Deferred one tick: exits cascade through links, and must not recurse.
+                self.loop.call_soon(self._apply_signal, proc, kind, fields)
+            else:
+                self._apply_signal(proc, kind, fields)
+            return
+        if not self.pid_is_current(pid) and pid.worker not in self.down:
+            self._dead_target(pid, kind, fields)
+            return
+        self.peer(pid.worker).send(dumps((kind, pid.serial, pid.incarnation, *fields), "signal"))
+
+    def _apply_signal(self, proc: Proc, kind: int, fields: tuple[Any, ...]) -> None:
+        if proc._exiting:
+            self._dead_target(proc.pid, kind, fields)
+            return
+        if kind == wire.EXIT:
+            self.names.forget_pid(fields[0]) if fields[1] != "normal" and fields[2] else None
+            proc._on_exit(fields[0], fields[1], fields[2])
+        elif kind == wire.DOWN:
+            self.names.forget_pid(fields[1]) if isinstance(fields[1], Pid) else None
+            proc._on_down(fields[0], fields[1], fields[2])
+        elif kind == wire.LINK:
+            proc._on_link(fields[0])
+        elif kind == wire.UNLINK:
+            proc._on_unlink(fields[0])
+        elif kind == wire.MONITOR:
+            proc._on_monitor(fields[0], fields[1])
+        elif kind == wire.DEMONITOR:
+            proc._on_demonitor(fields[0])
+
+    def _dead_target(self, pid: Pid, kind: int, fields: tuple[Any, ...]) -> None:
+        if kind == wire.LINK:
+            self.signal(fields[0], wire.EXIT, pid, "noproc", True)
+        elif kind == wire.MONITOR:
+            self.signal(fields[0], wire.DOWN, fields[1], pid, "noproc")
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def call(self, caller: Proc, dest: Any, request: Any, timeout: float | None) -> Any:
+        if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+                                    or timeout <= 0):
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        pid = await self.resolve_for_call(dest)
+        if pid is None:
+            raise NoProc(dest)
+        me = caller.pid
+        if pid == me:
+            raise KernelError(f"{me!r} called itself: that would deadlock; handle the request directly")
+        ref = self._next_call_ref()
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        if pid.worker == self.index:
+            proc = self.local(pid)
+            if proc is None:
+                raise NoProc(dest)
+            self.calls[ref] = (fut, self.index, self.inc, None)
+            proc._deliver((wire.CALL, request, (me, ref)))
+        else:
+            if not self.pid_is_current(pid):
+                raise NoProc(dest)
+            data = dumps((wire.CALL, pid.serial, pid.incarnation, request,
+                          me.worker, me.serial, me.incarnation, ref), "request")
+            self.calls[ref] = (fut, pid.worker, pid.incarnation, None)
+            self.peer(pid.worker).send(data)
+        handle = None if timeout is None else self.loop.call_later(
+            timeout, self._call_timeout, ref, dest, timeout)
+        try:
+            return await fut
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self.calls.pop(ref, None)
+
+    async def stop(self, caller: Proc, dest: Any, reason: Any, timeout: float | None) -> None:
+        """OTP's gen_server:stop: ``terminate(reason)`` runs and this returns once the target is gone."""
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        pid = await self.resolve_for_call(dest)
+        if pid is None:
+            raise NoProc(dest)
+        if pid == caller.pid:
+            raise KernelError("an actor cannot stop itself with stop(); use self.stop(reason)")
+        ref = self._next_call_ref()
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        if pid.worker == self.index:
+            proc = self.local(pid)
+            if proc is None:
+                raise NoProc(dest)
+            self.calls[ref] = (fut, self.index, self.inc, None)
+            proc._deliver((wire.STOP, reason, (caller.pid, ref)))
+        else:
+            if not self.pid_is_current(pid):
+                raise NoProc(dest)
+            data = dumps((wire.STOP, pid.serial, pid.incarnation, reason, (caller.pid, ref)), "reason")
+            self.calls[ref] = (fut, pid.worker, pid.incarnation, None)
+            self.peer(pid.worker).send(data)
+        handle = None if timeout is None else self.loop.call_later(
+            timeout, self._call_timeout, ref, dest, timeout)
+        try:
+            exit_reason = await fut
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self.calls.pop(ref, None)
+        if exit_reason != reason:
+            raise ActorExited(exit_reason, pid)
+
+    def _call_timeout(self, ref: int, dest: Any, timeout: float) -> None:
+        entry = self.calls.pop(ref, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(CallTimeout(dest, timeout))
+
+    async def resolve_for_call(self, dest: Any) -> Pid | None:
+        pid = self.resolve(dest)
+        if pid is None and self.index != NODE:
+            found: Pid | None = await self.rpc(NODE, "whereis", (dest,))
+            return found
+        return pid
+
+    def reply(self, caller: Any, value: Any) -> None:
+        try:
+            pid, ref = caller
+        except (TypeError, ValueError):
+            raise TypeError(f"caller must be the caller value handle_call received, got {caller!r}") from None
+        if not isinstance(pid, Pid) or not isinstance(ref, int):
+            raise TypeError(f"caller must be the caller value handle_call received, got {caller!r}")
+        self._reply_to(pid.worker, pid.incarnation, ref, True, value)
+
+    def reply_from_handler(self, actor: Proc, caller: Any, value: Any) -> None:
+        """A handler's return value: if it cannot be pickled, the caller learns why; the actor lives on."""
+        try:
+            self.reply(caller, value)
+        except NotSerializable as exc:
+            log.error("%r returned a reply that cannot be pickled: %s", actor.pid, exc)
+            self.fail_caller_with(caller, exc)
+
+    def fail_caller(self, caller: Any, reason: Any, pid: Pid) -> None:
+        self.fail_caller_with(caller, ActorExited(reason, pid))
+
+    def fail_caller_with(self, caller: Any, error: BaseException) -> None:
+        pid, ref = caller
+        try:
+            self._reply_to(pid.worker, pid.incarnation, ref, False, error)
+        except NotSerializable:
+            self._reply_to(pid.worker, pid.incarnation, ref, False, KernelError(str(error)))
+
+    def _reply_to(self, index: int, inc: int, ref: int, ok: bool, value: Any) -> None:
+        if index == self.index:
+            if inc == self.inc:
+                self._resolve(ref, ok, value)
+            return
+        self.peer(index).send(dumps((wire.REPLY, inc, ref, ok, value), "reply"))
+
+    def _resolve(self, ref: int, ok: bool, value: Any) -> None:
+        entry = self.calls.get(ref)
+        if entry is None or entry[0].done():
+            return  # timed out or cancelled: a late reply is dropped, never delivered as a message
+        if ok:
+            if entry[3] is not None:
+                entry[3](value)
+            entry[0].set_result(value)
+        else:
+            error = value if isinstance(value, BaseException) else KernelError(repr(value))
+            entry[0].set_exception(error)
+
+    async def rpc(self, index: int, op: str, args: tuple[Any, ...],
+                  hook: Callable[[Any], None] | None = None) -> Any:
+        """Ask another process's runtime to run ``op``; its failure is raised here."""
+        if index == self.index:
+            result = self.rpc_ops[op](*args)
+            if inspect.isawaitable(result):
+                result = await result
+            if hook is not None:
+                hook(result)
+            return result
+        ref = self._next_call_ref()
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        data = dumps((wire.RPC, self.index, self.inc, ref, op, args), "spawn arguments" if op == "spawn" else op)
+        self.calls[ref] = (fut, index, self.incarnations.get(index, 0), hook)
+        self.peer(index).send(data)
+        try:
+            return await fut
+        finally:
+            self.calls.pop(ref, None)
+
+    def note(self, index: int, op: str, *args: Any) -> None:
+        """A one-way notice to another process's runtime."""
+        if index == self.index:
+            self.note_ops[op](*args)
+        else:
+            self.peer(index).send(dumps((wire.NOTE, op, args), op))
+
+    # -- inbound --------------------------------------------------------------------------------
+
+    def dispatch(self, env: Any) -> None:
+        """Decode one envelope from another process of the node (see ``wire``)."""
+        self.msgs_in += 1
+        kind = env[0]
+        if kind <= wire.CALL:
+            proc = self.procs.get(env[1]) if env[2] == self.inc else None
+            if kind == wire.CALL:
+                caller = (Pid(env[4], env[5], env[6]), env[7])
+                if proc is None or proc._exiting:
+                    self.fail_caller_with(caller, NoProc(Pid(self.index, env[1], env[2])))
+                else:
+                    proc._deliver((wire.CALL, env[3], caller))
+            elif proc is not None and not proc._exiting:
+                proc._deliver((kind, env[3]))
+        elif kind == wire.REPLY:
+            if env[1] == self.inc:
+                self._resolve(env[2], env[3], env[4])
+        elif kind in _SIGNALS:
+            pid = Pid(self.index, env[1], env[2])
+            proc = self.local(pid)
+            if proc is None:
+                self._dead_target(pid, kind, env[3:])
+            else:
+                self._apply_signal(proc, kind, env[3:])
+        elif kind == wire.STOP:
+            proc = self.local(Pid(self.index, env[1], env[2]))
+            caller = env[4]
+            if proc is None:
+                self.fail_caller_with(caller, NoProc(Pid(self.index, env[1], env[2])))
+            else:
+                proc._deliver((wire.STOP, env[3], caller))
+        elif kind == wire.RPC:
+            self._serve_rpc(env[1], env[2], env[3], env[4], env[5])
+        elif kind == wire.NOTE:
+            handler = self.note_ops.get(env[1])
+            if handler is None:
+                log.error("unknown notice %r", env[1])
+            else:
+                handler(*env[2])
+
+    def _serve_rpc(self, index: int, inc: int, ref: int, op: str, args: tuple[Any, ...]) -> None:
+        handler = self.rpc_ops.get(op)
+        if handler is None:
+            self._reply_to(index, inc, ref, False, KernelError(f"unknown operation {op!r}"))
+            return
+        try:
+            result = handler(*args)
+        except Exception as exc:
+            self._reply_to(index, inc, ref, False, exc)
+            return
+        if inspect.isawaitable(result):
+            self.loop.create_task(self._finish_rpc(result, index, inc, ref))
+        else:
+            self._send_result(index, inc, ref, result)
+
+    async def _finish_rpc(self, awaitable: Awaitable[Any], index: int, inc: int, ref: int) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:
+            self._reply_to(index, inc, ref, False, exc)
+        else:
+            self._send_result(index, inc, ref, result)
+
+    def _send_result(self, index: int, inc: int, ref: int, result: Any) -> None:
+        try:
+            self._reply_to(index, inc, ref, True, result)
+        except NotSerializable as exc:
+            self._reply_to(index, inc, ref, False, exc)
+
+    def _inbound_lost(self, index: int, inc: int) -> None:
+        if self.on_peer_lost is not None:
+            self.on_peer_lost(index, inc)
+
+    # -- spawning -------------------------------------------------------------------------------
+
+    async def spawn(self, spawner: Proc, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                    name: Any = None, worker: int | None = None, link: bool = False, monitor: bool = False,
+                    key: Any = None) -> Any:
+        check_spawnable(cls)
+        if name is not None:
+            check_name(name)
+        if worker is None:
+            if self.index == NODE:
+                worker = self._rr % self.workers
+                self._rr += 1
+            else:
+                worker = self.index
+        elif not isinstance(worker, int) or isinstance(worker, bool) or not 0 <= worker < self.workers:
+            raise ValueError(f"worker must be an int in 0..{self.workers - 1} or None, got {worker!r}")
+        if link and self.index == NODE:
+            raise KernelError("the node's context cannot link; use spawn_monitor or a supervisor")
+        ref = self.make_ref() if monitor else None
+        me = spawner.pid
+        if worker == self.index:
+            pid = await self.spawn_local(cls, args, kwargs, me, name, link, ref, key)
+        else:
+            def adopt(child: Pid) -> None:
+                # Runs as the reply is decoded, before any later signal from the child is.
+                if not spawner.alive:
+                    if link:
+                        self.signal(child, wire.EXIT, me, "noproc", True)
+                    if ref is not None:
+                        self.signal(child, wire.DEMONITOR, ref)
+                    return
+                if link:
+                    spawner._on_link(child)
+                if ref is not None:
+                    if spawner._watching is None:
+                        spawner._watching = {}
+                    spawner._watching[ref] = child
+
+            pid = await self.rpc(worker, "spawn", (cls, args, kwargs, me, name, link, ref, key), adopt)
+        return (pid, ref) if monitor else pid
+
+    async def _rpc_spawn(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], parent: Pid,
+                         name: Any, link: bool, ref: Ref | None, key: Any) -> Pid:
+        return await self.spawn_local(cls, args, kwargs, parent, name, link, ref, key)
+
+    async def spawn_local(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], parent: Pid,
+                          name: Any, link: bool, ref: Ref | None, key: Any) -> Pid:
+        """Create a process here; returns once its ``init`` (or ``restore``) finished."""
+        proc: Proc = Process(cls) if not isinstance(cls, type) else cls()
+        pid = self.next_pid()
+        proc._bind(self, pid, parent, name, key)
+        self.procs[pid.serial] = proc
+        if name is not None:
+            try:
+                await self.register_name(name, pid)
+            except BaseException:
+                del self.procs[pid.serial]
+                proc.alive = False
+                raise
+        restored = None
+        if isinstance(proc, Actor) and self.store is not None and checkpoint_policy(cls) is not None \
+                and proc.key is not None:
+            restored = await self.store.activate(proc)
+        await proc._start(args, kwargs, restored)  # type: ignore[attr-defined]
+        if proc._exiting:
+            raise ActorExited("killed", pid)
+        if link:
+            proc._on_link(parent)
+            spawner = self.local(parent) if parent.worker == self.index else None
+            if spawner is not None:
+                spawner._on_link(pid)
+        if ref is not None:
+            proc._on_monitor(parent, ref)
+            spawner = self.local(parent) if parent.worker == self.index else None
+            if spawner is not None:
+                if spawner._watching is None:
+                    spawner._watching = {}
+                spawner._watching[ref] = pid
+        return pid
+
+    # -- names ----------------------------------------------------------------------------------
+
+    async def register_name(self, name: Any, pid: Pid) -> None:
+        """Register at the authority (the node); the reply comes after every replica has the name."""
+        await self.rpc(NODE, "register", (name, pid, False))
+
+    def _rpc_adopt(self, serial: int, inc: int, name: Any) -> bool:
+        proc = self.local(Pid(self.index, serial, inc))
+        if proc is None:
+            return False
+        if proc.name is None:
+            proc.name = name
+            if proc.key is None:
+                proc.key = name
+        return True
+
+    def release(self, proc: Proc) -> None:
+        """An exiting process gives up its table slot and names, before its exit signals go out."""
+        self.procs.pop(proc.pid.serial, None)
+        for name in self.names.names_of(proc.pid):
+            self.names.remove(name, proc.pid)
+            self.note(NODE, "name_del", name, proc.pid)
+
+    def _note_name_del(self, name: Any, pid: Pid) -> None:
+        self.names.remove(name, pid)
+
+    # -- worker lifecycle -----------------------------------------------------------------------
+
+    def worker_down(self, index: int, inc: int) -> None:
+        """Worker ``index`` (incarnation ``inc``) died: everything that pointed into it fires now."""
+        if self.incarnations.get(index, -1) > inc:
+            return
+        self.incarnations[index] = inc + 1
+        self.down.add(index)
+        peer = self.peers.get(index)
+        if peer is not None:
+            peer.mark_down()
+        self.names.forget_worker(index, inc)
+        for ref, entry in list(self.calls.items()):
+            if entry[1] == index and entry[2] == inc and not entry[0].done():
+                entry[0].set_exception(ActorExited("worker_down", Pid(index, 0, inc)))
+                del self.calls[ref]
+        for proc in list(self.procs.values()):
+            if proc._exiting:
+                continue
+            if proc._monitors:
+                for mref in [r for r, w in proc._monitors.items() if w.worker == index and w.incarnation == inc]:
+                    del proc._monitors[mref]
+            if proc._watching:
+                for mref, target in list(proc._watching.items()):
+                    if isinstance(target, Pid) and target.worker == index and target.incarnation == inc:
+                        proc._on_down(mref, target, "worker_down")
+            if proc._links:
+                for other in [p for p in proc._links if p.worker == index and p.incarnation == inc]:
+                    proc._on_exit(other, "worker_down", True)
+
+    def worker_up(self, index: int, inc: int) -> None:
+        self.incarnations[index] = inc
+        self.down.discard(index)
+        peer = self.peers.get(index)
+        if peer is not None:
+            peer.mark_up()
+
+    # -- persistence hooks (the checkpoint service plugs in here) -------------------------------
+
+    async def after_init(self, actor: Actor) -> None:
+        if self.store is not None and actor._persistent:
+            await self.store.after_message(actor)
+
+    async def after_message(self, actor: Actor) -> None:
+        await self.store.after_message(actor)
+
+    async def before_exit(self, actor: Actor, reason: Any) -> None:
+        if self.store is not None and actor._persistent:
+            await self.store.before_exit(actor, reason)
+
+    async def persist(self, actor: Actor, force: bool = False) -> None:
+        if self.store is None or not actor._persistent:
+            raise KernelError(
+                f"{type(actor).__name__} is not persistent: set `checkpoint = Checkpoint(...)` on the class "
+                "and give it a name or start it under a supervisor"
+            )
+        await self.store.persist(actor)
+
+
+def check_spawnable(cls: Any) -> None:
+    if isinstance(cls, type):
+        if not issubclass(cls, Actor):
+            raise TypeError(f"cls must be an Actor subclass or an async function, got class {cls.__name__}")
+        return
+    if not inspect.iscoroutinefunction(cls):
+        raise TypeError(f"cls must be an Actor subclass or an `async def fn(ctx, ...)`, got {cls!r}")
+

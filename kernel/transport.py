@@ -1,0 +1,299 @@
+"""Unix-domain sockets between the processes of one node: authenticated, batched, ordered.
+
+Security: our frames carry pickles, and unpickling is code execution. So every socket lives in a
+private 0700 directory, is itself 0600, the accepting side checks the peer's uid (SO_PEERCRED), and
+both sides prove knowledge of the node's secret (HMAC-SHA256 challenge-response in both directions,
+as multiprocessing's authkey does) before a single byte is unpickled.
+
+Throughput: a connection is one-way. Each process keeps one outbound :class:`Peer` per destination
+process and writes everything for it into one buffer that is flushed once per event-loop tick, so
+many messages share one ``write``. One connection per (sender process, receiver process) pair, fed in
+send order, gives FIFO per sender-receiver pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any, cast
+
+from .serialize import loads
+from .wire import HEADER, MAX_MESSAGE
+
+__all__ = ["Listener", "Peer", "check_private_dir"]
+
+log = logging.getLogger("kernel.transport")
+
+_MAGIC = b"PYOTP1"
+_NONCE = 32
+_DIGEST = 32
+_IDENT = struct.Struct("!ii")
+_PEERCRED = struct.Struct("3i")
+
+
+def _answer(secret: bytes, side: bytes, nonce: bytes) -> bytes:
+    return hmac.new(secret, side + nonce, hashlib.sha256).digest()
+
+
+def check_private_dir(path: str) -> None:
+    """Refuse a socket directory that another user owns or that others can enter."""
+    st = os.stat(path)
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"socket directory {path!r} must be owned by uid {os.getuid()} with mode 0700")
+
+
+def _peer_uid(transport: asyncio.BaseTransport) -> int | None:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    except OSError:
+        return None
+    return int(_PEERCRED.unpack(raw)[1])
+
+
+class _Inbound(asyncio.Protocol):
+    """The accepting end: authenticates the peer, then decodes frames and hands envelopes on.
+
+    Invariant: ``_ready`` is False until the peer answered our challenge; until then bytes are only
+    compared, never unpickled.
+    """
+
+    def __init__(self, secret: bytes, dispatch: Callable[[Any], None],
+                 on_lost: Callable[[int, int], None]) -> None:
+        self._secret = secret
+        self._dispatch = dispatch
+        self._on_lost = on_lost
+        self._buf = bytearray()
+        self._ready = False
+        self._nonce = os.urandom(_NONCE)
+        self._transport: asyncio.Transport | None = None
+        self.peer: tuple[int, int] = (0, 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        uid = _peer_uid(transport)
+        if uid is not None and uid != os.getuid():
+            log.warning("refused a connection from uid %s", uid)
+            transport.abort()
+            return
+        transport.write(_MAGIC + self._nonce)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        if not self._ready:
+            need = _DIGEST + _NONCE + _IDENT.size
+            if len(buf) < need:
+                return
+            digest = bytes(buf[:_DIGEST])
+            if not hmac.compare_digest(digest, _answer(self._secret, b"c", self._nonce)):
+                log.warning("refused a peer that failed the handshake")
+                assert self._transport is not None
+                self._transport.abort()
+                buf.clear()
+                return
+            client_nonce = bytes(buf[_DIGEST:_DIGEST + _NONCE])
+            self.peer = _IDENT.unpack_from(buf, _DIGEST + _NONCE)
+            assert self._transport is not None
+            self._transport.write(_answer(self._secret, b"s", client_nonce))
+            self._ready = True
+            del buf[:need]
+        self._decode(buf)
+
+    def _decode(self, buf: bytearray) -> None:
+        pos = 0
+        end = len(buf)
+        view = memoryview(buf)
+        dispatch = self._dispatch
+        try:
+            while end - pos >= 4:
+                (size,) = HEADER.unpack_from(buf, pos)
+                if size > MAX_MESSAGE:
+                    log.error("peer %s announced a %d-byte message; dropping it", self.peer, size)
+                    assert self._transport is not None
+                    self._transport.abort()
+                    return
+                if end - pos - 4 < size:
+                    break
+                start = pos + 4
+                pos = start + size
+                try:
+                    envelope = loads(view[start:pos])
+                except Exception:
+                    log.exception("could not decode a message from %s; dropped", self.peer)
+                    continue
+                try:
+                    dispatch(envelope)
+                except Exception:
+                    log.exception("failed to dispatch %r", envelope[:2])
+        finally:
+            view.release()
+        if pos:
+            del buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._ready:
+            self._on_lost(*self.peer)
+
+
+class Listener:
+    """The socket a process accepts inbound connections on."""
+
+    def __init__(self, path: str, secret: bytes, dispatch: Callable[[Any], None],
+                 on_lost: Callable[[int, int], None]) -> None:
+        self.path = path
+        self._secret = secret
+        self._dispatch = dispatch
+        self._on_lost = on_lost
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        check_private_dir(os.path.dirname(self.path))
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(
+            lambda: _Inbound(self._secret, self._dispatch, self._on_lost), self.path)
+        os.chmod(self.path, 0o600)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+class _Outbound(asyncio.Protocol):
+    """The connecting end: answers the challenge, checks the server's answer, then only writes."""
+
+    def __init__(self, secret: bytes, ident: tuple[int, int], done: asyncio.Future[None],
+                 on_lost: Callable[[], None]) -> None:
+        self._secret = secret
+        self._ident = ident
+        self._done = done
+        self._on_lost = on_lost
+        self._buf = bytearray()
+        self._nonce = os.urandom(_NONCE)
+        self._answered = False
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._done.done():
+            return  # the server never talks after the handshake
+        self._buf += data
+        buf = self._buf
+        head = len(_MAGIC) + _NONCE
+        assert self._transport is not None
+        if len(buf) >= head and not self._answered:
+            if bytes(buf[:len(_MAGIC)]) != _MAGIC:
+                self._done.set_exception(ConnectionError("peer is not a kernel process"))
+                self._transport.abort()
+                return
+            server_nonce = bytes(buf[len(_MAGIC):head])
+            self._transport.write(_answer(self._secret, b"c", server_nonce) + self._nonce
+                                  + _IDENT.pack(*self._ident))
+            self._answered = True
+        if len(buf) >= head + _DIGEST:
+            if not hmac.compare_digest(bytes(buf[head:head + _DIGEST]), _answer(self._secret, b"s", self._nonce)):
+                self._done.set_exception(ConnectionError("peer failed the handshake"))
+                self._transport.abort()
+                return
+            self._done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._done.done():
+            self._done.set_exception(ConnectionError(f"connection lost during handshake: {exc}"))
+        self._on_lost()
+
+
+class Peer:
+    """The outbound side towards one other process of the node.
+
+    Messages are appended to one buffer and written once per loop tick. While the connection is being
+    made, or while the peer process is being replaced, the buffer holds them; the replacement process
+    then sees them addressed to an older incarnation and answers as for dead actors.
+    """
+
+    def __init__(self, path: str, secret: bytes, ident: tuple[int, int]) -> None:
+        self.path = path
+        self._secret = secret
+        self._ident = ident
+        self._buf = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._scheduled = False
+        self._connecting = False
+        self.up = True  # False while the process behind it is known dead
+        self.written = 0
+        self._loop = asyncio.get_running_loop()
+
+    def send(self, data: bytes) -> None:
+        buf = self._buf
+        buf += HEADER.pack(len(data))
+        buf += data
+        self.written += 1
+        if self._scheduled:
+            return
+        if self._transport is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+        elif not self._connecting and self.up:
+            self._connect()
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._transport is not None and self._buf:
+            self._transport.write(self._buf)
+            self._buf = bytearray()
+
+    def _connect(self) -> None:
+        self._connecting = True
+        self._loop.create_task(self._connect_task())
+
+    async def _connect_task(self) -> None:
+        try:
+            done: asyncio.Future[None] = self._loop.create_future()
+            transport, _ = await self._loop.create_unix_connection(
+                lambda: _Outbound(self._secret, self._ident, done, self._lost), self.path)
+            await done
+        except (OSError, ConnectionError) as exc:
+            log.debug("connect to %s failed: %s", self.path, exc)
+            self._connecting = False
+            return  # retried when the runtime learns the peer is up again
+        self._connecting = False
+        self._transport = cast(asyncio.Transport, transport)
+        if self._buf and not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _lost(self) -> None:
+        self._transport = None
+
+    def mark_down(self) -> None:
+        """The process behind this peer died: stop writing, keep buffering."""
+        self.up = False
+        if self._transport is not None:
+            self._transport.abort()
+            self._transport = None
+
+    def mark_up(self) -> None:
+        """A (new) process listens again: connect and deliver what was buffered."""
+        self.up = True
+        if self._transport is None and not self._connecting:
+            self._connect()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._flush()
+            self._transport.close()
+            self._transport = None
+        self.up = False

@@ -1,0 +1,49 @@
+"""The envelopes that travel between a node's processes: one place encodes, one place decodes.
+
+Every envelope is a plain tuple whose first item is its kind, so it pickles at C speed; pids travel as
+their three ints. Envelopes addressed to an actor carry ``(serial, incarnation)`` of the target; the
+worker index is implied by the connection they are written to.
+
+| kind      | fields after the kind                                           |
+|-----------|-----------------------------------------------------------------|
+| SEND      | serial, inc, message                       -> handle_info       |
+| CAST      | serial, inc, message                       -> handle_cast       |
+| CALL      | serial, inc, request, caller pid, ref      -> handle_call       |
+| REPLY     | inc, ref, ok, value           (to the caller's runtime)         |
+| LINK      | serial, inc, from pid                                           |
+| UNLINK    | serial, inc, from pid                                           |
+| EXIT      | serial, inc, from pid, reason, via_link                         |
+| MONITOR   | serial, inc, watcher pid, ref                                   |
+| DEMONITOR | serial, inc, ref                                                |
+| DOWN      | serial, inc, ref, pid, reason                                   |
+| STOP      | serial, inc, reason, caller pid, ref   (orderly stop, replied)  |
+| RPC       | caller pid, ref, op, args     (to a runtime, replied)           |
+| NOTE      | op, args                      (one-way, to a runtime)           |
+"""
+
+from __future__ import annotations
+
+import struct
+
+SEND = 0
+CAST = 1
+CALL = 2
+REPLY = 3
+LINK = 4
+UNLINK = 5
+EXIT = 6
+MONITOR = 7
+DEMONITOR = 8
+DOWN = 9
+STOP = 10
+RPC = 11
+NOTE = 12
+
+#: Mailbox-only kinds (never on the wire): an exit signal from the parent of a trapping actor.
+PARENT_EXIT = 20
+
+#: Length prefix of every message in a frame.
+HEADER = struct.Struct("!I")
+
+#: Messages larger than this are refused by the sender, and a peer announcing one is dropped.
+MAX_MESSAGE = 256 * 1024 * 1024
