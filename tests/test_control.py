@@ -155,14 +155,15 @@ def test_errors_are_replies_and_bad_requests_never_reach_the_handler(
     async def main() -> None:
         async with ControlServer("beta", handler), ControlClient() as client:
             await client.connect("beta")
-            for req, code in [
+            cases: list[tuple[dict[str, Any], str]] = [
                 ({"op": "eval", "code": "1"}, "unknown_op"),
                 ({"nop": 1}, "unknown_op"),
                 ({"op": "kill", "pid": "os.system('x')"}, "bad_request"),
                 ({"op": "state"}, "bad_request"),
                 ({"op": "state", "pid": "<9.9>"}, "noproc"),
                 ({"op": "kill", "pid": "<6.6>"}, "internal"),
-            ]:
+            ]
+            for req, code in cases:
                 with pytest.raises(ControlError) as info:
                     await client.request(req)
                 assert info.value.code == code, req

@@ -1,0 +1,210 @@
+"""The interactive observer driven headless by textual's Pilot, against a fake node.
+
+Polling is manual (``interval=None``): each ``await app.poll()`` is one refresh, so nothing waits on a
+clock. Waits are on facts (the fake's events, the screen stack), each bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from io import StringIO
+from typing import Any
+
+from rich.console import Console
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Static, Tree
+
+from kernel.control import ControlError
+from tools.observer.app import ConfirmKill, ObserverApp
+from tools.observer.sample import sample_snapshot
+
+BOUND = 5.0
+
+
+class FakeNode:
+    """A Source whose kill makes the 'supervisor' restart the actor under a new pid, as a node would."""
+
+    def __init__(self) -> None:
+        self.snap = sample_snapshot()
+        self.killed: list[str] = []
+        self.state_asks: list[str] = []
+        self.kill_seen = asyncio.Event()
+        self.closed = False
+
+    async def snapshot(self) -> dict[str, Any]:
+        self.snap["time"] += 1.0
+        for a in self.snap["actors"]:
+            a["handled"] = a.get("handled", 0) + (1 if a["pid"] != "<1.2>" else 5)
+        return copy.deepcopy(self.snap)
+
+    async def state(self, pid: str) -> dict[str, Any]:
+        self.state_asks.append(pid)
+        if pid == "<0.3>":
+            raise ControlError("noproc", f"no process {pid}")
+        return {"repr": f"State(of={pid!r}, seats=3)"}
+
+    async def kill(self, pid: str) -> dict[str, Any]:
+        self.killed.append(pid)
+        actors = self.snap["actors"]
+        victim = next(a for a in actors if a["pid"] == pid)
+        victim.update(pid="<0.9>", restarts=victim["restarts"] + 1, handled=0, mailbox=0)
+        for a in actors:
+            if a.get("children"):
+                a["children"] = ["<0.9>" if c == pid else c for c in a["children"]]
+            if a.get("parent") == pid:
+                a["parent"] = "<0.9>"
+        self.kill_seen.set()
+        return {}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def rows(app: ObserverApp) -> list[str]:
+    table: DataTable[Any] = app.query_one("#procs", DataTable)
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+async def settle(pilot: Pilot[None], fact: Any) -> None:
+    """Let the app process messages until ``fact()`` holds (bounded)."""
+    async with asyncio.timeout(BOUND):
+        while not fact():
+            await pilot.pause()
+
+
+def shown(app: Any, selector: str) -> str:
+    """The plain text a Static widget shows."""
+    content = app.query_one(selector, Static).content
+    if isinstance(content, str):
+        return content
+    console = Console(file=StringIO(), width=200)
+    console.print(content)
+    return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+
+
+def details(app: ObserverApp) -> str:
+    return shown(app, "#details")
+
+
+def run(coro: Any) -> None:
+    asyncio.run(coro)
+
+
+def test_shows_tree_workers_and_sortable_processes() -> None:
+    async def main() -> None:
+        fake = FakeNode()
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            tree: Tree[str] = app.query_one("#tree", Tree)
+            assert str(tree.root.label).startswith("node demo (os pid 123)")
+            [root] = tree.root.children
+            assert root.data == "<0.1>"
+            assert [c.data for c in root.children] == ["<0.2>", "<1.1>"]
+            assert rows(app) == ["<0.2>", "<0.1>", "<0.3>", "<0.4>", "<1.1>", "<1.2>"]  # by mailbox
+            await pilot.press("e")
+            assert rows(app)[:2] == ["<0.2>", "<1.2>"]  # by memory
+            await app.poll()  # a second snapshot: now there are rates
+            await pilot.press("r")
+            assert rows(app)[0] == "<1.2>"  # 5 msgs/s, the busiest
+            workers = shown(app, "#workers")
+            assert "msgs/s history" in workers and "457" in workers
+            await pilot.press("q")
+        assert fake.closed
+
+    run(main())
+
+
+def test_select_a_row_shows_state_links_and_monitors() -> None:
+    async def main() -> None:
+        fake = FakeNode()
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            app.query_one("#procs", DataTable).focus()
+            await pilot.press("home")  # <0.2> vault: first by mailbox
+            await settle(pilot, lambda: "State(of='<0.2>'" in details(app))
+            assert app.selected == "<0.2>"
+            text = details(app)
+            assert "links     <0.1>" in text and "monitors  1" in text and "examples.tickets.Vault" in text
+            await pilot.press("down", "down")  # <0.3>, whose state the node cannot give
+            await settle(pilot, lambda: "unavailable: no process <0.3>" in details(app))
+            await app.poll()  # the selection survives a refresh
+            assert app.selected == "<0.3>"
+            table: DataTable[Any] = app.query_one("#procs", DataTable)
+            assert str(table.get_row_at(table.cursor_row)[0]) == "<0.3>"
+
+    run(main())
+
+
+def test_kill_asks_first_and_the_restart_shows_up() -> None:
+    async def main() -> None:
+        fake = FakeNode()
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            app.query_one("#procs", DataTable).focus()
+            await pilot.press("home", "down", "down", "down", "down", "down")  # <1.2>, the cart u42
+            await settle(pilot, lambda: app.selected == "<1.2>")
+
+            await pilot.press("k")
+            await settle(pilot, lambda: isinstance(app.screen, ConfirmKill))
+            assert "Kill <1.2> [u42] Cart" in shown(app.screen, "#question")
+            await pilot.press("n")
+            await settle(pilot, lambda: not isinstance(app.screen, ConfirmKill))
+            assert fake.killed == []
+
+            await pilot.press("k")
+            await settle(pilot, lambda: isinstance(app.screen, ConfirmKill))
+            await pilot.click("#yes")
+            async with asyncio.timeout(BOUND):
+                await fake.kill_seen.wait()
+            assert fake.killed == ["<1.2>"]
+            # The app polls right after a kill: the restarted child is in the tree and the table.
+            await settle(pilot, lambda: "<0.9>" in rows(app))
+            assert "<1.2>" not in rows(app)
+            tree: Tree[str] = app.query_one("#tree", Tree)
+            [root] = tree.root.children
+            carts = root.children[1]
+            assert [c.data for c in carts.children] == ["<0.9>", "<0.3>"]
+            assert "restarts=3" in str(carts.children[0].label)
+
+    run(main())
+
+
+def test_folded_tree_nodes_stay_folded_across_refreshes() -> None:
+    async def main() -> None:
+        fake = FakeNode()
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            tree: Tree[str] = app.query_one("#tree", Tree)
+            carts = tree.root.children[0].children[1]
+            assert carts.data == "<1.1>" and carts.is_expanded
+            carts.collapse()
+            await settle(pilot, lambda: "<1.1>" in app._collapsed)
+            await app.poll()  # same structure: labels updated in place
+            assert not tree.root.children[0].children[1].is_expanded
+            fake.snap["actors"].append({"pid": "<0.5>", "class": "x.New", "parent": "<0.1>", "worker": 0})
+            fake.snap["actors"][0]["children"].append("<0.5>")
+            await app.poll()  # new structure: rebuilt, the fold kept
+            root = tree.root.children[0]
+            assert [c.data for c in root.children] == ["<0.2>", "<1.1>", "<0.5>"]
+            assert not root.children[1].is_expanded and root.children[0].is_expanded
+
+    run(main())
+
+
+def test_unreachable_node_is_reported_not_fatal() -> None:
+    class Down(FakeNode):
+        async def snapshot(self) -> dict[str, Any]:
+            raise ConnectionRefusedError("node gone")
+
+    async def main() -> None:
+        app = ObserverApp(Down(), node="demo", interval=None)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, lambda: "node unreachable" in shown(app, "#status"))
+            assert app.snapshot is None
+
+    run(main())
