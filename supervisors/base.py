@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any, NamedTuple
 
-from kernel import Actor, Exit, Pid, Reason
+from kernel import Actor, Exit, Pid
 
 from .child import Child, StartFailed, start_child_process
 from .errors import SupervisorError
@@ -43,15 +43,17 @@ class SupervisorBase(Actor):
 
     trap_exits = True
 
+    # Every private member carries the ``_sup_`` prefix: an Actor subclass shares its namespace with
+    # the kernel's private members (``_start``, ``_run``...), and a clash there breaks the actor.
     # Invariant: ``_by_pid`` maps exactly the pids of the children whose ``pid`` is set.
-    _children: dict[Hashable, Child]
-    _by_pid: dict[Pid, Hashable]
+    _sup_children: dict[Hashable, Child]
+    _sup_by_pid: dict[Pid, Hashable]
     child_restarts: dict[Hashable, int]
     intensity: RestartIntensity
 
-    def _setup(self, max_restarts: int, max_seconds: float) -> None:
-        self._children = {}
-        self._by_pid = {}
+    def _sup_setup(self, max_restarts: int, max_seconds: float) -> None:
+        self._sup_children = {}
+        self._sup_by_pid = {}
         self.child_restarts = {}
         self.intensity = RestartIntensity(max_restarts, max_seconds)
 
@@ -59,42 +61,42 @@ class SupervisorBase(Actor):
 
     def child_list(self) -> list[tuple[Hashable, Pid | None, str]]:
         """``(id, pid | None, type)`` for every child, in start order (what ``which_children`` returns)."""
-        return [(cid, c.pid, c.spec.type) for cid, c in self._children.items()]
+        return [(cid, c.pid, c.spec.type) for cid, c in self._sup_children.items()]
 
     def child_counts(self) -> dict[str, int]:
         """The ``count_children`` answer: ``specs``, ``active``, ``supervisors``, ``workers``."""
-        sups = sum(1 for c in self._children.values() if c.spec.type == "supervisor")
+        sups = sum(1 for c in self._sup_children.values() if c.spec.type == "supervisor")
         return {
-            "specs": len(self._children),
-            "active": len(self._by_pid),
+            "specs": len(self._sup_children),
+            "active": len(self._sup_by_pid),
             "supervisors": sups,
-            "workers": len(self._children) - sups,
+            "workers": len(self._sup_children) - sups,
         }
 
     # -- starting and stopping one child -------------------------------------------------------
 
-    async def _start(self, child: Child) -> Pid:
+    async def _sup_start(self, child: Child) -> Pid:
         pid = await start_child_process(self, child.spec)
         child.pid = pid
         child.restarting = False
-        self._by_pid[pid] = child.spec.id
+        self._sup_by_pid[pid] = child.spec.id
         return pid
 
-    async def _terminate(self, child: Child) -> None:
+    async def _sup_terminate(self, child: Child) -> None:
         """Stop ``child`` (if it runs) per its shutdown spec; a temporary child's spec goes too."""
         child.restarting = False
         pid = child.pid
         if pid is not None:
             child.pid = None
-            del self._by_pid[pid]
+            del self._sup_by_pid[pid]
             await shutdown_child(self, pid, child.spec.shutdown_timeout)
         if child.spec.restart == "temporary":
-            self._children.pop(child.spec.id, None)
+            self._sup_children.pop(child.spec.id, None)
 
-    async def _terminate_all(self) -> None:
+    async def _sup_terminate_all(self) -> None:
         """Stop every child, last started first (OTP's ``terminate_children``)."""
-        for child in reversed(list(self._children.values())):
-            await self._terminate(child)
+        for child in reversed(list(self._sup_children.values())):
+            await self._sup_terminate(child)
 
     # -- exits and restarts --------------------------------------------------------------------
 
@@ -106,30 +108,30 @@ class SupervisorBase(Actor):
         kernel turns it into ``terminate``.
         """
         if isinstance(message, Exit):
-            child_id = self._by_pid.pop(message.pid, None)
+            child_id = self._sup_by_pid.pop(message.pid, None)
             if child_id is not None:
-                await self._child_exited(self._children[child_id], message.reason)
+                await self._sup_child_exited(self._sup_children[child_id], message.reason)
         elif isinstance(message, TryAgain):
-            child = self._children.get(message.child_id)
+            child = self._sup_children.get(message.child_id)
             if child is not None and child.restarting:
-                await self._restart(child)
+                await self._sup_restart(child)
 
-    async def _child_exited(self, child: Child, reason: Reason) -> None:
+    async def _sup_child_exited(self, child: Child, reason: Any) -> None:
         child.pid = None
         if wants_restart(child.spec.restart, reason):
-            await self._restart(child)
+            await self._sup_restart(child)
         elif child.spec.restart == "temporary":
-            del self._children[child.spec.id]
+            del self._sup_children[child.spec.id]
         # A transient child that exited cleanly keeps its spec with pid None, as in OTP.
 
-    def _restart_group(self, child: Child) -> list[Child]:
+    def _sup_restart_group(self, child: Child) -> list[Child]:
         """The children a restart of ``child`` stops and starts again, in start order.
 
         One-for-one by default; ``Supervisor`` widens it for ``one_for_all`` and ``rest_for_one``.
         """
         return [child]
 
-    async def _restart(self, child: Child) -> None:
+    async def _sup_restart(self, child: Child) -> None:
         """Restart ``child`` (and its group), or escalate when the intensity is used up.
 
         A start that fails counts as one more restart and is retried through the mailbox, so a child
@@ -139,24 +141,24 @@ class SupervisorBase(Actor):
             # Escalation: terminate() stops the children, last started first; the parent decides.
             self.stop("shutdown")
             return
-        group = self._restart_group(child)
+        group = self._sup_restart_group(child)
         for other in reversed(group):
             if other is not child:
-                await self._terminate(other)
+                await self._sup_terminate(other)
         for member in group:
-            if self._children.get(member.spec.id) is not member:
+            if self._sup_children.get(member.spec.id) is not member:
                 continue  # a temporary bystander: stopped for good, as in OTP
             try:
-                await self._start(member)
+                await self._sup_start(member)
             except StartFailed:
                 member.restarting = True
                 self.send(self.pid, TryAgain(member.spec.id))
                 return
             self.child_restarts[member.spec.id] = self.child_restarts.get(member.spec.id, 0) + 1
 
-    async def terminate(self, reason: Reason) -> None:
+    async def terminate(self, reason: Any) -> None:
         """Stop all children before the supervisor itself goes (shutdown, stop or escalation)."""
-        await self._terminate_all()
+        await self._sup_terminate_all()
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -169,45 +171,45 @@ class SupervisorBase(Actor):
             case ("count_children",):
                 return self.child_counts()
             case ("start_child", ChildSpec() as spec):
-                return await self._handle_start_child(spec)
+                return await self._sup_start_child(spec)
             case ("terminate_child", child_id):
-                return await self._handle_terminate_child(child_id)
+                return await self._sup_terminate_child(child_id)
             case ("restart_child", child_id):
-                return await self._handle_restart_child(child_id)
+                return await self._sup_restart_child(child_id)
             case ("delete_child", child_id):
-                return self._handle_delete_child(child_id)
+                return self._sup_delete_child(child_id)
         return SupervisorError("bad_request", None, request)
 
-    async def _handle_start_child(self, spec: ChildSpec) -> Pid | SupervisorError:
-        existing = self._children.get(spec.id)
+    async def _sup_start_child(self, spec: ChildSpec) -> Pid | SupervisorError:
+        existing = self._sup_children.get(spec.id)
         if existing is not None:
             if existing.pid is not None:
                 return SupervisorError("already_started", spec.id, existing.pid)
             return SupervisorError("restarting" if existing.restarting else "already_present", spec.id)
-        refused = self._refuse_new_child(spec)
+        refused = self._sup_refuse_new_child(spec)
         if refused is not None:
             return refused
         child = Child(spec)
         try:
-            pid = await self._start(child)
+            pid = await self._sup_start(child)
         except StartFailed as exc:
             return SupervisorError("failed_to_start", spec.id, exc.reason)
-        self._children[spec.id] = child
+        self._sup_children[spec.id] = child
         return pid
 
-    def _refuse_new_child(self, spec: ChildSpec) -> SupervisorError | None:
+    def _sup_refuse_new_child(self, spec: ChildSpec) -> SupervisorError | None:
         """Hook for a cap on children (``DynamicSupervisor.max_children``)."""
         return None
 
-    async def _handle_terminate_child(self, child_id: Hashable) -> SupervisorError | None:
-        child = self._children.get(child_id)
+    async def _sup_terminate_child(self, child_id: Hashable) -> SupervisorError | None:
+        child = self._sup_children.get(child_id)
         if child is None:
             return SupervisorError("not_found", child_id)
-        await self._terminate(child)
+        await self._sup_terminate(child)
         return None
 
-    async def _handle_restart_child(self, child_id: Hashable) -> Pid | SupervisorError:
-        child = self._children.get(child_id)
+    async def _sup_restart_child(self, child_id: Hashable) -> Pid | SupervisorError:
+        child = self._sup_children.get(child_id)
         if child is None:
             return SupervisorError("not_found", child_id)
         if child.restarting:
@@ -215,17 +217,17 @@ class SupervisorBase(Actor):
         if child.pid is not None:
             return SupervisorError("running", child_id)
         try:
-            return await self._start(child)
+            return await self._sup_start(child)
         except StartFailed as exc:
             return SupervisorError("failed_to_start", child_id, exc.reason)
 
-    def _handle_delete_child(self, child_id: Hashable) -> SupervisorError | None:
-        child = self._children.get(child_id)
+    def _sup_delete_child(self, child_id: Hashable) -> SupervisorError | None:
+        child = self._sup_children.get(child_id)
         if child is None:
             return SupervisorError("not_found", child_id)
         if child.restarting:
             return SupervisorError("restarting", child_id)
         if child.pid is not None:
             return SupervisorError("running", child_id)
-        del self._children[child_id]
+        del self._sup_children[child_id]
         return None

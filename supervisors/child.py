@@ -8,17 +8,18 @@ exit reason) so the supervisor decides, instead of crashing with the child's exc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from kernel import Actor, ActorExited, Crash, Pid, Reason
+from kernel import Actor, ActorExited, Crash, Pid
 
 from .spec import ChildSpec
 
 __all__ = ["Child", "StartFailed", "child_key", "start_child_process"]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Child:
-    """A supervisor's record of one child.
+    """A supervisor's record of one child (compared by identity: one record per child).
 
     Invariant: ``pid`` is set only while the supervisor believes the child runs (it is linked and
     appears in the supervisor's pid index); ``restarting`` is True only while a failed restart waits
@@ -33,7 +34,7 @@ class Child:
 class StartFailed(Exception):
     """The child's spawn or ``init`` failed; ``reason`` is its exit reason (usually a ``Crash``)."""
 
-    def __init__(self, reason: Reason) -> None:
+    def __init__(self, reason: Any) -> None:
         self.reason = reason
         super().__init__(f"failed to start: {reason!r}")
 
@@ -52,7 +53,7 @@ async def start_child_process(sup: Actor, spec: ChildSpec) -> Pid:
             ``sup`` an ``Exit``, which the supervisor ignores because the pid was never recorded.
     """
     try:
-        return await sup.spawn_opt(
+        pid: Pid = await sup.spawn_opt(
             spec.start,
             spec.args,
             dict(spec.kwargs),
@@ -65,3 +66,4 @@ async def start_child_process(sup: Actor, spec: ChildSpec) -> Pid:
         raise StartFailed(exc.reason) from None
     except Exception as exc:  # a start failure of any kind is the supervisor's to handle
         raise StartFailed(Crash.from_exception(exc)) from None
+    return pid

@@ -52,35 +52,35 @@ class DynamicSupervisor(SupervisorBase):
             if max_children < 0:
                 raise ValueError(f"max_children must be an int >= 0 or None, got {max_children!r}")
         self.max_children = max_children
-        self._setup(max_restarts, max_seconds)
+        self._sup_setup(max_restarts, max_seconds)
 
-    def _refuse_new_child(self, spec: ChildSpec) -> SupervisorError | None:
-        if self.max_children is not None and len(self._children) >= self.max_children:
+    def _sup_refuse_new_child(self, spec: ChildSpec) -> SupervisorError | None:
+        if self.max_children is not None and len(self._sup_children) >= self.max_children:
             return SupervisorError("max_children", spec.id, self.max_children)
         return None
 
-    async def _handle_terminate_child(self, child_id: Hashable) -> SupervisorError | None:
+    async def _sup_terminate_child(self, child_id: Hashable) -> SupervisorError | None:
         # Elixir's terminate_child also accepts the child's pid.
-        if isinstance(child_id, Pid) and child_id in self._by_pid:
-            child_id = self._by_pid[child_id]
-        child = self._children.pop(child_id, None)
+        if isinstance(child_id, Pid) and child_id in self._sup_by_pid:
+            child_id = self._sup_by_pid[child_id]
+        child = self._sup_children.pop(child_id, None)
         if child is None:
             return SupervisorError("not_found", child_id)
-        await self._terminate(child)
+        await self._sup_terminate(child)
         return None
 
-    async def _handle_restart_child(self, child_id: Hashable) -> Pid | SupervisorError:
+    async def _sup_restart_child(self, child_id: Hashable) -> Pid | SupervisorError:
         return SupervisorError("not_supported", child_id)
 
-    def _handle_delete_child(self, child_id: Hashable) -> SupervisorError | None:
+    def _sup_delete_child(self, child_id: Hashable) -> SupervisorError | None:
         return SupervisorError("not_supported", child_id)
 
-    async def _terminate_all(self) -> None:
+    async def _sup_terminate_all(self) -> None:
         """Stop all children concurrently, each killed when its own shutdown time runs out."""
         running: list[tuple[Pid, float | None]] = []
-        for child in self._children.values():
+        for child in self._sup_children.values():
             if child.pid is not None:
                 running.append((child.pid, child.spec.shutdown_timeout))
-        self._children.clear()
-        self._by_pid.clear()
+        self._sup_children.clear()
+        self._sup_by_pid.clear()
         await shutdown_many(self, running)

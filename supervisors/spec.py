@@ -134,7 +134,7 @@ def _check_shutdown(shutdown: object, child_type: str) -> Shutdown:
     if shutdown is None:
         return "infinity" if child_type == "supervisor" else DEFAULT_WORKER_SHUTDOWN
     if shutdown in ("brutal_kill", "infinity"):
-        return shutdown  # type: ignore[return-value]  # narrowed by the membership test
+        return "infinity" if shutdown == "infinity" else "brutal_kill"
     if isinstance(shutdown, bool) or not isinstance(shutdown, int | float):
         raise TypeError(f"ChildSpec shutdown must be seconds, 'brutal_kill' or 'infinity', got {shutdown!r}")
     if math.isnan(shutdown) or shutdown < 0:

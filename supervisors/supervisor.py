@@ -55,21 +55,21 @@ class Supervisor(SupervisorBase):
         if not isinstance(strategy, str) or strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         self.strategy = strategy
-        self._setup(max_restarts, max_seconds)
+        self._sup_setup(max_restarts, max_seconds)
         for spec in check_children(children):
             child = Child(spec)
-            self._children[spec.id] = child
+            self._sup_children[spec.id] = child
             try:
-                await self._start(child)
+                await self._sup_start(child)
             except StartFailed as exc:
                 # Stop what did start before failing, so nothing outlives the failed supervisor.
-                await self._terminate_all()
+                await self._sup_terminate_all()
                 raise SupervisorError("failed_to_start", spec.id, exc.reason) from None
 
-    def _restart_group(self, child: Child) -> list[Child]:
+    def _sup_restart_group(self, child: Child) -> list[Child]:
         if self.strategy == "one_for_all":
-            return list(self._children.values())
+            return list(self._sup_children.values())
         if self.strategy == "rest_for_one":
-            members = list(self._children.values())
+            members = list(self._sup_children.values())
             return members[members.index(child) :]
         return [child]
