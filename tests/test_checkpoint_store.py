@@ -190,6 +190,19 @@ def test_committer_raises_stale_epoch(db: str) -> None:
     assert checkpoints.record(db, "k").data == b"b"
 
 
+def test_stale_write_amid_fresh_ones_refuses_only_itself(store: CheckpointStore, db: str) -> None:
+    e1 = store.activate("k").epoch
+    e2 = store.activate("k").epoch
+    results = store.write_batch([Write("a", 0, b"a"), Write("k", e1, b"zombie"), Write("b", 0, b"b"),
+                                 Write("k", e2, b"new"), Write("c", 0, b"c")])
+    assert results[0] is True and isinstance(results[1], StaleEpoch) and results[2:] == [True] * 3
+    assert {k: checkpoints.record(db, k).data for k in checkpoints.keys(db)} == {
+        "a": b"a", "b": b"b", "k": b"new", "c": b"c"}
+    assert store.rows_written == 4 and store.stale == 1
+    [again] = store.write_batch([Write("k", e1, b"zombie")])  # the refused bytes were not remembered
+    assert isinstance(again, StaleEpoch)
+
+
 # -- batches --------------------------------------------------------------------------------------------
 
 def test_batch_is_all_or_nothing(store: CheckpointStore, db: str) -> None:
