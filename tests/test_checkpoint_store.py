@@ -346,6 +346,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.timeout(150)  # spawns interpreters; slow on a loaded 2-CPU host
 def test_concurrent_writers_in_several_processes_lose_nothing(db: str) -> None:
     CheckpointStore(db).close()
     procs = [child(WRITER, db, w, 60) for w in range(4)]
@@ -369,6 +370,7 @@ while True:
 """
 
 
+@pytest.mark.timeout(150)  # spawns interpreters; slow on a loaded 2-CPU host
 def test_sigkill_while_committing_leaves_whole_batches(tmp_path: Path) -> None:
     rng = random.Random(4)
     for trial in range(20):
