@@ -42,6 +42,8 @@ class SupervisorBase(Actor):
     """
 
     trap_exits = True
+    #: Read by the kernel's snapshot (the observer shows the supervision tree from it).
+    is_supervisor = True
 
     # Every private member carries the ``_sup_`` prefix: an Actor subclass shares its namespace with
     # the kernel's private members (``_start``, ``_run``...), and a clash there breaks the actor.
@@ -62,6 +64,10 @@ class SupervisorBase(Actor):
     def child_list(self) -> list[tuple[Hashable, Pid | None, str]]:
         """``(id, pid | None, type)`` for every child, in start order (what ``which_children`` returns)."""
         return [(cid, c.pid, c.spec.type) for cid, c in self._sup_children.items()]
+
+    def children(self) -> list[Pid]:
+        """Pids of the running children, in start order (the snapshot's ``children`` field)."""
+        return [c.pid for c in self._sup_children.values() if c.pid is not None]
 
     def child_counts(self) -> dict[str, int]:
         """The ``count_children`` answer: ``specs``, ``active``, ``supervisors``, ``workers``."""

@@ -338,3 +338,25 @@ def test_bad_supervisor_flags_fail_the_spawn_naming_the_argument(runner: NodeRun
             assert needle in info.value.reason.message
 
     runner.run(body())
+
+
+def test_snapshot_shows_the_tree_and_child_keys(runner: NodeRunner) -> None:
+    async def body() -> None:
+        node = runner.node
+        journal = await node.spawn(Journal, worker=0)
+        inner = ChildSpec("inner", Supervisor, type="supervisor", kwargs={"children": [member("i", journal)]})
+        sup = await node.spawn(Supervisor, children=[member("a", journal, worker=0), inner], name="snaproot")
+        kids = pids(await which_children(sup))
+        snap = await node.snapshot()
+        by_pid = {a["pid"]: a for a in snap["actors"]}
+        root = by_pid[repr(sup)]
+        assert root["supervisor"] is True and root["key"] == "snaproot"
+        assert root["children"] == [repr(kids["a"]), repr(kids["inner"])]
+        assert by_pid[repr(kids["a"])]["key"] == "snaproot/a"
+        assert by_pid[repr(kids["a"])]["supervisor"] is False
+        inner_kids = pids(await which_children(kids["inner"]))
+        assert by_pid[repr(inner_kids["i"])]["key"] == "snaproot/inner/i"
+        assert by_pid[repr(kids["inner"])]["children"] == [repr(inner_kids["i"])]
+        await node.stop(sup, "shutdown")
+
+    runner.run(body())
