@@ -360,3 +360,60 @@ def test_snapshot_shows_the_tree_and_child_keys(runner: NodeRunner) -> None:
         await node.stop(sup, "shutdown")
 
     runner.run(body())
+
+
+def test_supervisor_stays_responsive_while_a_child_keeps_failing_to_restart(runner: NodeRunner) -> None:
+    # OTP's hanging_restart_loop: between two attempts the supervisor answers requests, and
+    # terminate_child ends the loop.
+    async def body() -> None:
+        node = runner.node
+        journal = await node.spawn(Journal, worker=0)
+        children = [member("stable", journal), member("flaky", journal, mode="fail_restarts", worker=0)]
+        sup = await node.spawn(Supervisor, children=children, max_restarts=100_000, max_seconds=60.0)
+        flaky = pids(await which_children(sup))["flaky"]
+        node.cast(flaky, "crash")
+        await journal_wait(journal, "failed", "flaky", 2)
+        assert pids(await which_children(sup))["flaky"] is None
+        for fn in (restart_child, delete_child):
+            with pytest.raises(SupervisorError, match="'flaky'") as info:
+                await fn(sup, "flaky")
+            assert info.value.reason == "restarting"
+        await terminate_child(sup, "flaky")
+        failed = await kernel_count(journal, "failed", "flaky")
+        # Once terminated, a retry already queued is ignored: the count stops moving.
+        assert await which_children(sup) == [
+            ("stable", pids(await which_children(sup))["stable"], "worker"),
+            ("flaky", None, "worker"),
+        ]
+        assert await kernel_count(journal, "failed", "flaky") == failed
+        await delete_child(sup, "flaky")
+        await node.stop(sup, "shutdown")
+
+    runner.run(body())
+
+
+async def kernel_count(journal: Any, kind: str, tag: Any) -> int:
+    import kernel
+
+    n: int = await kernel.call(journal, ("count", kind, tag))
+    return n
+
+
+async def linked_crasher(ctx: Any, target: Any) -> None:
+    ctx.link(target)
+    raise RuntimeError("not a child of anyone")
+
+
+def test_exits_from_unknown_pids_are_ignored(runner: NodeRunner) -> None:
+    async def body() -> None:
+        node = runner.node
+        journal = await node.spawn(Journal, worker=0)
+        sup = await node.spawn(Supervisor, children=[member("a", journal)], worker=1)
+        before = await which_children(sup)
+        # On the supervisor's worker, so its Exit is enqueued locally before our Down arrives.
+        _crasher, ref = await node.spawn_opt(linked_crasher, (sup,), worker=1, monitor=True)
+        assert isinstance((await wait_down(node, ref)).reason, Crash)
+        assert await which_children(sup) == before
+        await node.stop(sup, "shutdown")
+
+    runner.run(body())
