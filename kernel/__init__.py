@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from . import checkpoints
 from .actor import Actor, Checkpoint
 from .context import current, current_or_none
 from .errors import ActorExited, AlreadyStarted, CallTimeout, KernelError, NoProc, NotSerializable
@@ -71,6 +70,15 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def __getattr__(name: str) -> Any:
+    # kernel.checkpoints pulls in SQLite tooling; load it on first use, not in every worker's start-up.
+    if name == "checkpoints":
+        import importlib
+
+        return importlib.import_module(".checkpoints", __name__)
+    raise AttributeError(f"module 'kernel' has no attribute {name!r}")
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
