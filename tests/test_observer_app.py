@@ -169,6 +169,9 @@ def test_kill_asks_first_and_the_restart_shows_up() -> None:
             carts = root.children[1]
             assert [c.data for c in carts.children] == ["<0.9>", "<0.3>"]
             assert "restarts=3" in str(carts.children[0].label)
+            assert app.selected == "<0.9>"  # the view follows the restarted child (same key)
+            table: DataTable[Any] = app.query_one("#procs", DataTable)
+            assert str(table.get_row_at(table.cursor_row)[0]) == "<0.9>"
 
     run(main())
 

@@ -62,7 +62,7 @@ class ConfirmKill(ModalScreen[bool]):
     DEFAULT_CSS = """
     ConfirmKill { align: center middle; }
     ConfirmKill > Vertical {
-        width: 64; height: auto; border: thick $error; background: $surface; padding: 1 2;
+        width: 72; height: auto; border: thick $error; background: $surface; padding: 1 2;
     }
     ConfirmKill Horizontal { height: auto; align: center middle; margin-top: 1; }
     ConfirmKill Button { margin: 0 2; }
@@ -75,8 +75,9 @@ class ConfirmKill(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"Kill {self.description}?", id="question")
-            yield Label("It exits with reason 'killed'; its supervisor decides whether it comes back.")
+            # Text, not a str: a child id such as "[cart]" must not be read as console markup.
+            yield Label(Text(f"Kill {self.description}?", style="bold"), id="question")
+            yield Label(Text("Exit reason 'killed': its supervisor decides if it comes back."))
             with Horizontal():
                 yield Button("Kill (y)", variant="error", id="yes")
                 yield Button("Cancel (n)", variant="primary", id="no")
@@ -127,6 +128,7 @@ class ObserverApp(App[None]):
         self.history: dict[int, deque[float]] = {}
         self.sort_key = "mailbox"
         self.selected: str | None = None
+        self._selected_key: str | None = None
         self.selected_state: dict[str, Any] | None = None
         self._collapsed: set[str] = set()
         self._tree_shape: object = None
@@ -211,8 +213,23 @@ class ObserverApp(App[None]):
             line += f" | {message}"
         self.query_one("#status", Static).update(line)
 
+    def _follow_restart(self) -> None:
+        """If the selected actor is gone but an actor with its key (supervisor path) exists, select that one.
+
+        So after a kill the view follows the child its supervisor restarted, as one would watch it.
+        """
+        if self.selected is None or self._selected_key is None or self._actor(self.selected) is not None:
+            return
+        assert self.snapshot is not None
+        for actor in self.snapshot.get("actors", ()):
+            if actor.get("key") == self._selected_key:
+                self.selected = actor["pid"]
+                self.selected_state = None
+                return
+
     def _draw(self) -> None:
         assert self.snapshot is not None
+        self._follow_restart()
         history = {i: list(h) for i, h in self.history.items()}
         self.query_one("#workers", Static).update(render.workers_table(self.snapshot, self.rates, history))
         self._draw_tree()
@@ -294,11 +311,18 @@ class ObserverApp(App[None]):
         if pid is None or pid == self.selected:
             return
         self.selected = pid
+        self._selected_key = (self._actor(pid) or {}).get("key")
         self.selected_state = None
         self._draw_details()
         self.run_worker(self._load_state(pid), group="state", exclusive=True)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        table = event.data_table
+        if not table.is_valid_coordinate(table.cursor_coordinate):
+            return
+        # A refresh moves rows and the cursor several times; only the row finally under it counts.
+        if table.coordinate_to_cell_key(table.cursor_coordinate).row_key != event.row_key:
+            return
         self._select(event.row_key.value)
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:

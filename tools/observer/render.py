@@ -285,12 +285,8 @@ def workers_table(
     table = Table(
         title="workers", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True
     )
-    table.add_column("#", justify="right")
-    table.add_column("os pid", justify="right")
-    table.add_column("cpu %", justify="right")
-    table.add_column("rss", justify="right")
-    table.add_column("actors", justify="right")
-    table.add_column("msgs/s" if live else "msgs/s avg", justify="right")
+    for header in ("#", "os pid", "cpu %", "rss", "actors", "msgs/s" if live else "msgs/s avg"):
+        table.add_column(header, justify="right", no_wrap=True)
     if history is not None:
         table.add_column("msgs/s history", no_wrap=True)
     uptime = float(snapshot.get("time", 0.0)) - float(snapshot.get("started", 0.0))
