@@ -110,8 +110,8 @@ class ObserverApp(App[None]):
     ]
     DEFAULT_CSS = """
     #top { height: 1fr; }
-    #tree { width: 3fr; border: round $primary; }
-    #side { width: 2fr; }
+    #tree { width: 1fr; border: round $primary; }
+    #side { width: 1fr; min-width: 62; }
     #workers { height: auto; border: round $primary; }
     #details { height: 1fr; border: round $primary; overflow-y: auto; }
     #procs { height: 1fr; border: round $primary; }
