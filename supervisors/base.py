@@ -8,6 +8,7 @@ kernel's public API only (as OTP builds ``supervisor.erl`` on ``gen_server``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable
 from typing import Any, NamedTuple
 
@@ -20,6 +21,9 @@ from .shutdown import shutdown_child
 from .spec import ChildSpec, wants_restart
 
 __all__ = ["SupervisorBase", "TryAgain"]
+
+#: OTP's supervisor reports, as log records: start errors and giving up are for operators to see.
+log = logging.getLogger("supervisors")
 
 
 class TryAgain(NamedTuple):
@@ -145,6 +149,13 @@ class SupervisorBase(Actor):
         """
         if not self.intensity.add():
             # Escalation: terminate() stops the children, last started first; the parent decides.
+            log.error(
+                "supervisor %r: reached max restart intensity (%d in %ss) restarting child %r; shutting down",
+                self.pid,
+                self.intensity.max_restarts,
+                self.intensity.max_seconds,
+                child.spec.id,
+            )
             self.stop("shutdown")
             return
         group = self._sup_restart_group(child)
@@ -156,7 +167,10 @@ class SupervisorBase(Actor):
                 continue  # a temporary bystander: stopped for good, as in OTP
             try:
                 await self._sup_start(member)
-            except StartFailed:
+            except StartFailed as exc:
+                log.error(
+                    "supervisor %r: child %r failed to restart: %r", self.pid, member.spec.id, exc.reason
+                )
                 member.restarting = True
                 self.send(self.pid, TryAgain(member.spec.id))
                 return

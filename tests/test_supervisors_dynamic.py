@@ -71,6 +71,10 @@ def test_children_added_at_run_time_restart_per_spec(runner: NodeRunner) -> None
         assert await which_children(sup) == []
         with pytest.raises(SupervisorError, match="'cart-1'"):
             await terminate_child(sup, "cart-1")
+        # As in Elixir, a child can also be named by its pid.
+        p3 = await start_child(sup, ChildSpec("cart-3", Member, args=("cart-3", journal)))
+        await terminate_child(sup, p3)
+        assert await which_children(sup) == []
         await node.stop(sup, "shutdown")
 
     runner.run(body())

@@ -417,3 +417,36 @@ def test_exits_from_unknown_pids_are_ignored(runner: NodeRunner) -> None:
         await node.stop(sup, "shutdown")
 
     runner.run(body())
+
+
+def test_one_for_all_retry_terminates_the_already_restarted_children_again(runner: NodeRunner) -> None:
+    # OTP's one_for_all_other_child_fails_restart: each attempt is a whole group restart.
+    async def body() -> None:
+        node = runner.node
+        journal = await node.spawn(Journal, worker=0)
+        children = [
+            member("a", journal, worker=0),
+            member("flaky", journal, mode="fail_restarts"),
+            member("c", journal, worker=1),
+        ]
+        sup = await node.spawn(
+            Supervisor, strategy="one_for_all", children=children, max_restarts=2, max_seconds=60.0
+        )
+        sup_ref = node.monitor(sup)
+        a = pids(await which_children(sup))["a"]
+        node.cast(a, "crash")
+        assert (await wait_down(node, sup_ref)).reason == "shutdown"
+        entries = await kernel_read(journal)
+        after_crash = entries[entries.index(("stop", "a", "crash")) + 1 :]
+        assert [e[:2] for e in after_crash] == [
+            ("stop", "c"),  # attempt 1: stop the others (flaky, c) in reverse order...
+            ("stop", "flaky"),
+            ("start", "a"),  # ...start all in order: flaky fails
+            ("failed", "flaky"),
+            ("stop", "a"),  # attempt 2 (the retry): the restarted a is stopped again
+            ("start", "a"),
+            ("failed", "flaky"),
+            ("stop", "a"),  # attempt 3 exceeds max_restarts=2: escalation stops what runs
+        ]
+
+    runner.run(body())
