@@ -53,6 +53,10 @@ __all__ = [
     "Process",
     "Ref",
     "call",
+    "register",
+    "registered",
+    "unregister",
+    "worker_count",
     "cast",
     "checkpoints",
     "current",
@@ -150,3 +154,37 @@ async def stop(dest: Any, reason: Any = "normal", timeout: float = 5.0) -> None:
     """Stop ``dest`` the orderly way (OTP's gen_server:stop); returns once it is gone."""
     proc = current()
     await proc._rt.stop(proc, dest, reason, timeout)
+
+
+async def register(name: Any, pid: Pid) -> None:
+    """Register ``name`` for ``pid``; ``AlreadyStarted(holder)`` if taken, ``NoProc`` if ``pid`` is dead."""
+    from .names import check_name
+    from .terms import NODE
+
+    check_name(name)
+    if not isinstance(pid, Pid):
+        raise TypeError(f"pid must be a Pid, got {type(pid).__name__}: {pid!r}")
+    await current()._rt.rpc(NODE, "register", (name, pid, True))
+
+
+async def unregister(name: Any) -> bool:
+    """Remove ``name``; returns False if it was not registered. The holder keeps running."""
+    from .names import check_name
+    from .terms import NODE
+
+    check_name(name)
+    removed: bool = await current()._rt.rpc(NODE, "unregister", (name,))
+    return removed
+
+
+async def registered() -> dict[Any, Pid]:
+    """Every registered name and its holder, as the authority sees them now."""
+    from .terms import NODE
+
+    table: dict[Any, Pid] = await current()._rt.rpc(NODE, "registered", ())
+    return table
+
+
+def worker_count() -> int:
+    """How many worker processes this node runs."""
+    return current()._rt.workers
