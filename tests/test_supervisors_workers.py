@@ -7,8 +7,6 @@ import os
 import signal
 from typing import Any
 
-import pytest
-
 from kernel import Actor, Checkpoint, Crash
 from supervisors import ChildSpec, Supervisor, which_children
 from tests.test_supervisors_support import (
@@ -80,11 +78,6 @@ class Counter(Actor):
         raise RuntimeError(f"crash on {message!r}")
 
 
-@pytest.mark.xfail(
-    reason="kernel WIP: no checkpoint store in workers yet (Runtime.store is never set), so a restarted "
-    "persistent child runs init instead of restore; the supervisor passes key='ckroot/counter'",
-    strict=False,
-)
 def test_restarted_child_restores_its_checkpoint_by_supervisor_path(runner: NodeRunner) -> None:
     async def body() -> None:
         node = runner.node
