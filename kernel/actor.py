@@ -95,6 +95,13 @@ class Actor(Proc):
     __slots__ = ("__dict__", "_calling", "_pending", "_persistent", "_stop_reason", "_stop_waiters", "restarts", "state")
 
     checkpoint: ClassVar[Any] = None
+    #: Bumped by the class when its state's shape changes; ``migrate`` converts older checkpoints.
+    checkpoint_version: ClassVar[int] = 0
+    #: How the state is stored: "pickle" (default, standard pickle protocol 5) or "json".
+    checkpoint_codec: ClassVar[str] = "pickle"
+    #: Seconds without a message after which a persistent actor stops (state flushed, name freed);
+    #: ``registry.get_or_spawn`` brings it back from its checkpoint. None: never.
+    idle_timeout: ClassVar[float | None] = None
 
     state: Any
 
@@ -106,6 +113,10 @@ class Actor(Proc):
 
     async def restore(self, state: Any) -> None:
         self.state = state
+
+    async def migrate(self, state: Any, from_version: int) -> Any:
+        """Convert a checkpoint written by ``checkpoint_version == from_version``; default: unchanged."""
+        return state
 
     async def handle_call(self, request: Any, caller: Any) -> Any:
         raise KernelError(f"{type(self).__name__} has no handle_call for request {request!r}")
@@ -159,6 +170,9 @@ class Actor(Proc):
     def _on_parent_exit(self, reason: Reason) -> None:
         self._deliver((wire.PARENT_EXIT, reason))
 
+    def _passivate(self) -> None:
+        self._deliver((wire.PARENT_EXIT, "normal"))
+
     async def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any], restored: Any) -> None:
         """Run ``init`` (or ``restore``) in the actor's own task; then drain what queued meanwhile."""
         started: asyncio.Future[None] = self._rt.loop.create_future()
@@ -170,7 +184,10 @@ class Actor(Proc):
         _current.set(self)
         try:
             if restored is not None:
-                await self.restore(restored[0])
+                state, version = restored
+                if version != type(self).checkpoint_version:
+                    state = await self.migrate(state, version)
+                await self.restore(state)
             else:
                 await self.init(*args, **kwargs)
         except asyncio.CancelledError:
@@ -185,7 +202,6 @@ class Actor(Proc):
                 started.set_exception(ActorExited(reason, self.pid))
             return
         started.set_result(None)
-        await self._rt.after_init(self)
         await self._drain()
 
     async def _run(self) -> None:
@@ -198,6 +214,7 @@ class Actor(Proc):
         while mbox and not self._exiting:
             item = mbox.popleft()
             kind = item[0]
+            held = None
             try:
                 if kind == wire.CAST:
                     await self.handle_cast(item[1])
@@ -208,7 +225,10 @@ class Actor(Proc):
                     result = await self.handle_call(item[1], item[2])
                     self._calling = None
                     if result is not NoReply:
-                        rt.reply_from_handler(self, item[2], result)
+                        if self._persistent:
+                            held = (item[2], result)  # released once its state is safe
+                        else:
+                            rt.reply_from_handler(self, item[2], result)
                     elif self._pending is None:
                         self._pending = {item[2]}
                     else:
@@ -226,10 +246,10 @@ class Actor(Proc):
             self._handled += 1
             if self._persistent:
                 try:
-                    await rt.after_message(self)
-                except asyncio.CancelledError:
-                    return
+                    rt.store.after_message(self, held)
                 except BaseException as exc:
+                    if held is not None:
+                        self._calling = held[0]  # its caller learns of the crash
                     await self._crash(exc)
                     return
             if self._stop_reason is not None:

@@ -522,6 +522,8 @@ class Runtime:
     def release(self, proc: Proc) -> None:
         """An exiting process gives up its table slot and names, before its exit signals go out."""
         self.procs.pop(proc.pid.serial, None)
+        if self.store is not None and getattr(proc, "_persistent", False):
+            self.store.forget(proc)
         for name in self.names.names_of(proc.pid):
             self.names.remove(name, proc.pid)
             self.note(NODE, "name_del", name, proc.pid)
@@ -567,13 +569,6 @@ class Runtime:
             peer.mark_up()
 
     # -- persistence hooks (the checkpoint service plugs in here) -------------------------------
-
-    async def after_init(self, actor: Actor) -> None:
-        if self.store is not None and actor._persistent:
-            await self.store.after_message(actor)
-
-    async def after_message(self, actor: Actor) -> None:
-        await self.store.after_message(actor)
 
     async def before_exit(self, actor: Actor, reason: Any) -> None:
         if self.store is not None and actor._persistent:

@@ -19,6 +19,7 @@ from typing import Any
 import uvloop
 
 from .actor import Actor
+from .persistence import CheckpointService
 from .runtime import Runtime
 from .terms import NODE
 
@@ -83,6 +84,7 @@ async def _serve(config: dict[str, Any]) -> None:
     rt = Runtime(config["index"], config["incarnation"], config["sockdir"],
                  bytes.fromhex(config["secret"]), config["workers"])
     rt.incarnations = {int(k): v for k, v in config["incarnations"].items()}
+    rt.store = CheckpointService(config["state"])
     done: asyncio.Future[None] = loop.create_future()
     started: dict[str, Any] = {}
 
