@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import reprlib
 import shutil
 import signal
 import sys
@@ -26,6 +27,7 @@ from typing import Any
 
 from .authority import Authority
 from .context import _current
+from .control import ControlError, ControlServer, validate_node_name
 from .errors import CallTimeout, KernelError, NoProc
 from .names import check_name
 from .process import NodeContext
@@ -36,7 +38,7 @@ __all__ = ["Node"]
 
 log = logging.getLogger("kernel.node")
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_PID = re.compile(r"^<(node|\d+)\.(\d+)(?:\.(\d+))?>$")
 _READY_TIMEOUT = 30.0
 
 
@@ -55,8 +57,11 @@ class Node:
             raise ValueError(f"workers must be a positive int or None, got {workers!r}")
         if state is not None and not isinstance(state, (str, os.PathLike)):
             raise TypeError(f"state must be a path (str or os.PathLike) or None, got {type(state).__name__}")
-        if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
-            raise ValueError(f"name must be 1-64 letters, digits, '_', '.' or '-', got {name!r}")
+        if name is not None:
+            try:
+                validate_node_name(name)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"name: {exc}") from None
         self.name = name or f"node-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         self.size = workers
         self.state = os.fspath(state) if state is not None else None
@@ -72,7 +77,7 @@ class Node:
         self._token: Any = None
         self._sockdir = ""
         self._started = 0.0
-        self.hooks: dict[str, Any] = {}
+        self._control: ControlServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -102,6 +107,8 @@ class Node:
         rt.procs[ctx.pid.serial] = ctx
         try:
             await asyncio.gather(*(self._launch(i, 0) for i in range(self.size)))
+            self._control = ControlServer(self.name, self._control_request)
+            await self._control.start()
         except BaseException:
             await self.close()
             raise
@@ -184,6 +191,9 @@ class Node:
             return
         rt = self._rt
         ctx = self._ctx
+        if self._control is not None:
+            await self._control.close()
+            self._control = None
         if ctx is not None and ctx.alive:
             for pid in reversed(self._top):
                 try:
@@ -311,3 +321,53 @@ class Node:
         out_workers.sort(key=lambda w: w["index"])
         return {"node": self.name, "os_pid": os.getpid(), "started": self._started, "time": time.time(),
                 "workers": out_workers, "actors": actors}
+
+    # -- the control socket (JSON only; see kernel.control) -------------------------------------
+
+    async def _control_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "ping":
+            return {}
+        if op == "snapshot":
+            return await self.snapshot()
+        pid = _parse_pid(request.get("pid"))
+        rt = self.context._rt
+        if pid.worker == NODE or rt.down.__contains__(pid.worker) or not rt.pid_is_current(pid):
+            raise ControlError("noproc", f"no process {pid!r}")
+        if op == "kill":
+            info = await rt.rpc(pid.worker, "state", (pid.serial, pid.incarnation))
+            if info is None:
+                raise ControlError("noproc", f"no process {pid!r}")
+            self.context.exit(pid, "kill")
+            return {}
+        if op == "state":
+            info = await rt.rpc(pid.worker, "state", (pid.serial, pid.incarnation))
+            if info is None:
+                raise ControlError("noproc", f"no process {pid!r}")
+            result: dict[str, Any] = info
+            return result
+        raise ControlError("bad_request", f"unknown op {op!r}")
+
+
+def _parse_pid(text: Any) -> Pid:
+    match = _PID.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ControlError("bad_request", f"pid must look like <0.3>, got {text!r}")
+    worker = NODE if match[1] == "node" else int(match[1])
+    return Pid(worker, int(match[2]), int(match[3] or 0))
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = 400
+_repr.maxother = 400
+_repr.maxlist = _repr.maxdict = 20
+
+
+def state_info(proc: Any) -> dict[str, Any]:
+    """What the observer shows of one actor: its state (truncated repr), links and monitors."""
+    return {
+        "repr": _repr.repr(getattr(proc, "state", None)),
+        "links": sorted(repr(p) for p in (proc._links or ())),
+        "monitors": [repr(p) for p in (proc._monitors or {}).values()],
+        "watching": [repr(p) for p in (proc._watching or {}).values()],
+    }

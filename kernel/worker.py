@@ -21,7 +21,8 @@ import uvloop
 from .actor import Actor
 from .persistence import CheckpointService
 from .runtime import Runtime
-from .terms import NODE
+from .node import state_info
+from .terms import NODE, Pid
 
 log = logging.getLogger("kernel.worker")
 
@@ -100,6 +101,12 @@ async def _serve(config: dict[str, Any]) -> None:
 
     rt.rpc_ops["shutdown"] = shutdown
     rt.rpc_ops["snapshot"] = lambda: _snapshot(rt, started)
+
+    def state(serial: int, inc: int) -> dict[str, Any] | None:
+        proc = rt.local(Pid(rt.index, serial, inc))
+        return None if proc is None else state_info(proc)
+
+    rt.rpc_ops["state"] = state
     rt.note_ops["names"] = names
 
     def on_stdin() -> None:

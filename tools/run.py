@@ -1,0 +1,117 @@
+"""Run an application: boot a node whose root supervisor starts ``MODULE:ATTR``, until SIGINT/SIGTERM.
+
+``ATTR`` is a ``supervisors.ChildSpec`` or a list of them (or a zero-argument function returning
+either). The root is a ``one_for_one`` supervisor registered as ``"root"``; stopping shuts the tree
+down in reverse start order and exits 0. A root that fails to start exits 2 with the error, not a
+traceback wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+import kernel
+from kernel import ActorExited, Down, Node
+from supervisors import ChildSpec, Supervisor
+
+console = Console(stderr=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kernel",
+        description="Run an application of supervised actors on a node of worker processes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="boot a node and run MODULE:ATTR under a root supervisor",
+                         description="Boot a node and run MODULE:ATTR under a root supervisor until "
+                                     "SIGINT or SIGTERM, then shut the tree down in order and exit 0.")
+    run.add_argument("target", metavar="MODULE:ATTR",
+                     help="a ChildSpec or a list of ChildSpecs, e.g. myapp:children")
+    run.add_argument("--workers", type=int, default=None,
+                     help="worker OS processes (default: one per CPU core)")
+    run.add_argument("--state", default=None,
+                     help="SQLite checkpoint file (default: a temporary file removed at exit)")
+    run.add_argument("--name", default=None,
+                     help="node name, used by `python -m tools.observer --node NAME`")
+    return parser
+
+
+def load_children(target: str) -> list[ChildSpec]:
+    """Import ``MODULE:ATTR`` and check it is a ChildSpec or a list of them."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"MODULE:ATTR expected, got {target!r} (for example myapp:children)")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    try:
+        value: Any = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if callable(value) and not isinstance(value, ChildSpec):
+        value = value()
+    children = [value] if isinstance(value, ChildSpec) else value
+    if not isinstance(children, list) or not all(isinstance(c, ChildSpec) for c in children):
+        raise TypeError(f"{target} must be a ChildSpec or a list of ChildSpecs, got {type(value).__name__}")
+    return children
+
+
+async def serve(children: list[ChildSpec], workers: int | None, state: str | None, name: str | None) -> int:
+    log = logging.getLogger("kernel.run")
+    async with Node(workers=workers, state=state, name=name) as node:
+        try:
+            root = await node.spawn(Supervisor, strategy="one_for_one", children=children, name="root")
+        except ActorExited as exc:
+            console.print(f"[bold red]the root supervisor failed to start:[/] {exc.reason!r}")
+            return 2
+        log.info("node [bold]%s[/] up: %d workers %s, root supervisor %r", node.name, len(node.workers),
+                 node.workers, root, extra={"markup": True})
+        console.print(f"watch it live: [bold]python -m tools.observer --node {node.name}[/]")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        ref = node.monitor(root)
+        root_down = asyncio.ensure_future(node.receive(lambda m: isinstance(m, Down) and m.ref == ref))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({root_down, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if root_down.done():
+            stopping.cancel()
+            console.print(f"[bold red]the root supervisor exited:[/] {root_down.result().reason!r}")
+            return 1
+        root_down.cancel()
+        log.info("shutting down %s", node.name)
+    log.info("stopped cleanly")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    try:
+        children = load_children(args.target)
+    except (ImportError, ValueError, TypeError) as exc:
+        console.print(f"[bold red]cannot load {args.target}:[/] {exc}")
+        return 2
+    try:
+        return kernel.run(serve(children, args.workers, args.state, args.name))
+    except (ValueError, TypeError) as exc:
+        console.print(f"[bold red]bad option:[/] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
