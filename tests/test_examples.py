@@ -28,3 +28,16 @@ def test_tickets_module_runs_from_a_shell_and_exits_zero() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "python -m tools.observer" in done.stdout
     assert "FAILED" not in done.stdout
+
+
+def test_uploads_actor_limiter_holds_and_the_naive_one_does_not() -> None:
+    from examples.uploads import demo
+
+    report = kernel.run(demo(workers=2, limit=3, users=8, clients=8, requests=5))
+    right, naive = report.results
+    assert right.mode == "actor" and naive.mode == "naive"
+    assert right.disk_peak <= 3 and right.limiter_peak <= 3 and right.users_over == 0
+    assert right.disk_peak == 3 and right.rejected > 0  # the limit was reached, not just unexercised
+    assert right.limiters_per_user == 1  # get_or_spawn: one limiter per user, whatever the races
+    assert naive.disk_peak > 3 and naive.users_over >= 1
+    assert report.ok, report.claims
