@@ -53,16 +53,14 @@ __all__ = [
     "Process",
     "Ref",
     "call",
-    "register",
-    "registered",
-    "unregister",
-    "worker_count",
     "cast",
     "checkpoints",
     "current",
     "current_or_none",
     "link",
     "monitor",
+    "register",
+    "registered",
     "run",
     "self_pid",
     "send",
@@ -70,7 +68,9 @@ __all__ = [
     "spawn_link",
     "spawn_monitor",
     "stop",
+    "unregister",
     "whereis",
+    "worker_count",
 ]
 
 T = TypeVar("T")

@@ -92,7 +92,8 @@ class Actor(Proc):
     crash in a handler, or a trapped exit from the parent.
     """
 
-    __slots__ = ("__dict__", "_calling", "_pending", "_persistent", "_stop_reason", "_stop_waiters", "restarts", "state")
+    __slots__ = ("__dict__", "_calling", "_pending", "_persistent", "_stop_reason", "_stop_waiters",
+                 "restarts", "state")
 
     checkpoint: ClassVar[Any] = None
     #: Bumped by the class when its state's shape changes; ``migrate`` converts older checkpoints.
@@ -104,11 +105,18 @@ class Actor(Proc):
     idle_timeout: ClassVar[float | None] = None
 
     state: Any
+    _calling: Any
+    _pending: set[Any] | None
+    _stop_reason: tuple[str, Any] | None
+    _stop_waiters: list[Any] | None
+    _persistent: bool
+    restarts: int
 
     async def init(self, *args: Any, **kwargs: Any) -> None:
         if args or kwargs:
             raise TypeError(
-                f"{type(self).__name__} got spawn arguments {args!r} {kwargs!r} but defines no init() to take them"
+                f"{type(self).__name__} got spawn arguments {args!r} {kwargs!r} "
+                "but defines no init() to take them"
             )
 
     async def restore(self, state: Any) -> None:
@@ -133,7 +141,7 @@ class Actor(Proc):
     # -- API inside an actor --------------------------------------------------------------------
 
     def stop(self, reason: Reason = "normal") -> None:
-        """Stop after the current message; ``terminate(reason)`` runs, then the actor exits with ``reason``."""
+        """Stop after the current message: ``terminate(reason)`` runs, then the actor exits ``reason``."""
         self._stop_reason = ("set", reason)
 
     async def receive(self, match: Any = None, timeout: float | None = None) -> Any:

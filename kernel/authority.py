@@ -14,6 +14,7 @@ taken to a caller that has seen its Down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from .errors import ActorExited, AlreadyStarted, NoProc
@@ -42,7 +43,7 @@ class Authority:
             async with lock:
                 await self._register(name, pid, adopt)
         finally:
-            if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+            if not lock.locked() and not lock._waiters:
                 self._locks.pop(name, None)
 
     async def _register(self, name: Any, pid: Pid, adopt: bool) -> None:
@@ -56,10 +57,8 @@ class Authority:
                 return
             if holder.worker != NODE and holder.worker not in synced and rt.pid_is_current(holder):
                 synced.add(holder.worker)
-                try:
+                with contextlib.suppress(ActorExited):  # that worker died: its names are gone now
                     await rt.rpc(holder.worker, "sync", ())
-                except ActorExited:
-                    pass  # that worker died: its names are gone now
                 continue
             raise AlreadyStarted(holder, name)
         if not rt.pid_is_current(pid):

@@ -13,6 +13,7 @@ exits when its stdin pipe from the node reaches EOF, which happens whenever the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -40,6 +41,8 @@ log = logging.getLogger("kernel.node")
 
 _PID = re.compile(r"^<(node|\d+)\.(\d+)(?:\.(\d+))?>$")
 _READY_TIMEOUT = 30.0
+#: Put on the workers' PYTHONPATH so `python -m kernel.worker` finds this very kernel.
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Node:
@@ -138,7 +141,7 @@ class Node:
             "node": self.name,
         }
         env = dict(os.environ)
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        here = _PROJECT_ROOT
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH", "")]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "kernel.worker", stdin=asyncio.subprocess.PIPE, env=env)
@@ -196,10 +199,8 @@ class Node:
             self._control = None
         if ctx is not None and ctx.alive:
             for pid in reversed(self._top):
-                try:
+                with contextlib.suppress(NoProc, CallTimeout, KernelError):
                     await rt.stop(ctx, pid, "shutdown", 10.0)
-                except (NoProc, CallTimeout, KernelError):
-                    pass
         self._closing = True
         for index, proc in self._procs.items():
             if proc.returncode is None and index not in rt.down:
@@ -229,10 +230,8 @@ class Node:
         shutil.rmtree(self._sockdir, ignore_errors=True)
         if self._tmp_state is not None:
             for suffix in ("", "-wal", "-shm"):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._tmp_state + suffix)
-                except FileNotFoundError:
-                    pass
 
     # -- the node's context ---------------------------------------------------------------------
 

@@ -307,7 +307,7 @@ class Proc:
         if mbox:
             for item in mbox:
                 kind = item[0]
-                if kind == wire.CALL or kind == wire.STOP:
+                if kind in (wire.CALL, wire.STOP):
                     rt.fail_caller(item[-1], reason, self.pid)
             mbox.clear()
         self._fail_pending(reason)

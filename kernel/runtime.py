@@ -333,7 +333,8 @@ class Runtime:
             return result
         ref = self._next_call_ref()
         fut: asyncio.Future[Any] = self.loop.create_future()
-        data = dumps((wire.RPC, self.index, self.inc, ref, op, args), "spawn arguments" if op == "spawn" else op)
+        what = "spawn arguments" if op == "spawn" else op
+        data = dumps((wire.RPC, self.index, self.inc, ref, op, args), what)
         self.calls[ref] = (fut, index, self.incarnations.get(index, 0), hook)
         self.peer(index).send(data)
         try:
@@ -551,8 +552,9 @@ class Runtime:
             if proc._exiting:
                 continue
             if proc._monitors:
-                for mref in [r for r, w in proc._monitors.items() if w.worker == index and w.incarnation == inc]:
-                    del proc._monitors[mref]
+                for mref, w in list(proc._monitors.items()):
+                    if w.worker == index and w.incarnation == inc:
+                        del proc._monitors[mref]
             if proc._watching:
                 for mref, target in list(proc._watching.items()):
                     if isinstance(target, Pid) and target.worker == index and target.incarnation == inc:

@@ -31,9 +31,11 @@ def dumps(obj: Any, what: str = "message") -> bytes:
         if _MAIN not in data:
             return data
     try:
-        return cloudpickle.dumps(obj, _PROTOCOL)
+        data = cloudpickle.dumps(obj, _PROTOCOL)
     except Exception as exc:
         raise NotSerializable(what, f"{type(exc).__name__}: {exc}") from None
+    assert isinstance(data, bytes)
+    return data
 
 
 loads = pickle.loads

@@ -35,7 +35,8 @@ class Pid(NamedTuple):
             return f"<{where}.{self.serial}.{self.incarnation}>"
         return f"<{where}.{self.serial}>"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
 
 
 class Ref(NamedTuple):

@@ -14,6 +14,7 @@ send order, gives FIFO per sender-receiver pair.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -78,13 +79,13 @@ class _Inbound(asyncio.Protocol):
         self.peer: tuple[int, int] = (0, 0)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        uid = _peer_uid(transport)
+        self._transport = tr = cast(asyncio.Transport, transport)
+        uid = _peer_uid(tr)
         if uid is not None and uid != os.getuid():
             log.warning("refused a connection from uid %s", uid)
-            transport.abort()
+            tr.abort()
             return
-        transport.write(_MAGIC + self._nonce)
+        tr.write(_MAGIC + self._nonce)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -157,8 +158,8 @@ class Listener:
 
     async def start(self) -> None:
         check_private_dir(os.path.dirname(self.path))
-        if os.path.exists(self.path):
-            os.unlink(self.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a socket left by a dead predecessor of the same worker
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(
             lambda: _Inbound(self._secret, self._dispatch, self._on_lost), self.path)
@@ -204,7 +205,8 @@ class _Outbound(asyncio.Protocol):
                                   + _IDENT.pack(*self._ident))
             self._answered = True
         if len(buf) >= head + _DIGEST:
-            if not hmac.compare_digest(bytes(buf[head:head + _DIGEST]), _answer(self._secret, b"s", self._nonce)):
+            expected = _answer(self._secret, b"s", self._nonce)
+            if not hmac.compare_digest(bytes(buf[head:head + _DIGEST]), expected):
                 self._done.set_exception(ConnectionError("peer failed the handshake"))
                 self._transport.abort()
                 return
@@ -270,7 +272,7 @@ class Peer:
             self._connecting = False
             return  # retried when the runtime learns the peer is up again
         self._connecting = False
-        self._transport = cast(asyncio.Transport, transport)
+        self._transport = transport
         if self._buf and not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)

@@ -19,9 +19,9 @@ from typing import Any
 import uvloop
 
 from .actor import Actor
+from .node import state_info
 from .persistence import CheckpointService
 from .runtime import Runtime
-from .node import state_info
 from .terms import NODE, Pid
 
 log = logging.getLogger("kernel.worker")
@@ -80,6 +80,11 @@ def _snapshot(rt: Runtime, started: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _settle(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
 async def _serve(config: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     rt = Runtime(config["index"], config["incarnation"], config["sockdir"],
@@ -94,7 +99,7 @@ async def _serve(config: dict[str, Any]) -> None:
             proc._die("shutdown")
         if rt.store is not None:
             await rt.store.close()
-        loop.call_soon(lambda: done.done() or done.set_result(None))
+        loop.call_soon(_settle, done)
 
     def names(items: list[Any]) -> None:
         rt.names.replace(items)
@@ -110,9 +115,8 @@ async def _serve(config: dict[str, Any]) -> None:
     rt.note_ops["names"] = names
 
     def on_stdin() -> None:
-        if not os.read(0, 4096):
-            if not done.done():
-                os._exit(0)  # the node is gone (or closed us): die with it
+        if not os.read(0, 4096) and not done.done():
+            os._exit(0)  # the node is gone (or closed us): die with it
 
     loop.add_reader(0, on_stdin)
     await rt.start()
