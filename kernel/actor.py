@@ -112,6 +112,17 @@ class Actor(Proc):
     _persistent: bool
     restarts: int
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Subclasses share the kernel's namespace: overriding a kernel-private method would silently
+        # break the actor loop, so refuse it at class creation with a clear message.
+        clash = sorted(name for name in cls.__dict__ if name in _KERNEL_PRIVATE)
+        if clash:
+            raise TypeError(
+                f"{cls.__name__} defines {', '.join(clash)}, which the kernel uses internally; "
+                "rename them (for example with a prefix of your own)"
+            )
+
     async def init(self, *args: Any, **kwargs: Any) -> None:
         if args or kwargs:
             raise TypeError(
@@ -309,3 +320,10 @@ class Actor(Proc):
         self._rt.reply(caller, value)
         if self._pending:
             self._pending.discard(caller)
+
+
+#: Every private method and slot of the kernel's process classes, which subclasses must not redefine.
+_KERNEL_PRIVATE = frozenset(
+    name for klass in (Proc, Actor) for name in (*vars(klass), *getattr(klass, "__slots__", ()))
+    if name.startswith("_") and not name.startswith("__")
+)
