@@ -1,0 +1,117 @@
+"""Shared pieces of the reliability suite (issue 7): scale knobs, a bounded node runner, a collector
+actor to wait on, and the figure recorder that feeds RELIABILITY.md.
+
+Short form by default (``make test``); ``SOAK=1`` selects the long form (``make soak``). Every wait is
+on a fact (a reply, a ``Down``, a collector count, a file state) with a bound; no sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import kernel
+from kernel import Actor, Down, Node, NoReply, Ref
+
+SOAK = os.environ.get("SOAK") == "1"
+
+#: Bound on one test body (seconds): inside the global 60 s pytest-timeout in the short form.
+BOUND = 600.0 if SOAK else 45.0
+
+
+def scale(short: int, soak: int) -> int:
+    """``short`` in ``make test``, ``soak`` under ``SOAK=1``."""
+    return soak if SOAK else short
+
+
+def soak_timeout(seconds: int) -> pytest.MarkDecorator:
+    """A longer pytest-timeout, only in soak mode (the short form keeps the global 60 s)."""
+    return pytest.mark.timeout(seconds) if SOAK else pytest.mark.timeout(60)
+
+
+def run_node(body: Callable[[Node], Awaitable[Any]], workers: int = 2, bound: float = BOUND,
+             **kw: Any) -> Any:
+    """Start a node, run ``body(node)`` inside it bounded by ``bound`` seconds, shut it down."""
+
+    async def main() -> Any:
+        async with Node(workers=workers, **kw) as node:
+            async with asyncio.timeout(bound):
+                return await body(node)
+
+    return kernel.run(main())
+
+
+def record(row: int, test: str, **figures: Any) -> None:
+    """Print a figure line; with ``RELIABILITY_FIGURES=path`` also append it there as JSON."""
+    entry = {"row": row, "test": test, "form": "soak" if SOAK else "short", "time": time.time(), **figures}
+    print(f"FIGURE {json.dumps(entry, default=repr)}")
+    path = os.environ.get("RELIABILITY_FIGURES")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(entry, default=repr) + "\n")
+
+
+async def wait_down(node: Node, ref: Ref, bound: float = 15.0) -> Down:
+    msg: Down = await node.receive(match=lambda m: isinstance(m, Down) and m.ref == ref, timeout=bound)
+    return msg
+
+
+class Collector(Actor):
+    """Counts tagged events (casts ``(tag, item)``), answers ``("wait", tag, n)`` once n have arrived.
+
+    ``("items", tag)`` returns every item of ``tag`` in arrival order.
+    """
+
+    async def init(self) -> None:
+        self.state = {}
+        self.waiters: list[tuple[Any, int, Any]] = []
+
+    def _check(self) -> None:
+        still = []
+        for tag, n, who in self.waiters:
+            if len(self.state.get(tag, ())) >= n:
+                self.reply(who, len(self.state[tag]))
+            else:
+                still.append((tag, n, who))
+        self.waiters = still
+
+    async def handle_cast(self, message: Any) -> None:
+        tag, item = message
+        self.state.setdefault(tag, []).append(item)
+        self._check()
+
+    async def handle_info(self, message: Any) -> None:
+        # Signals (Exit, Down) count under their type name.
+        self.state.setdefault(type(message).__name__, []).append(message)
+        self._check()
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        match request:
+            case ("wait", tag, n):
+                if len(self.state.get(tag, ())) >= n:
+                    return len(self.state[tag])
+                self.waiters.append((tag, n, caller))
+                return NoReply
+            case ("items", tag):
+                return list(self.state.get(tag, ()))
+            case ("count", tag):
+                return len(self.state.get(tag, ()))
+            case ("monitor", pids):
+                for pid in pids:
+                    self.monitor(pid)
+                return len(pids)
+            case ("link", pids):
+                for pid in pids:
+                    self.link(pid)
+                return len(pids)
+        raise ValueError(request)
+
+
+class TrappingCollector(Collector):
+    trap_exits = True
