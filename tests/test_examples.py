@@ -41,3 +41,18 @@ def test_uploads_actor_limiter_holds_and_the_naive_one_does_not() -> None:
     assert right.limiters_per_user == 1  # get_or_spawn: one limiter per user, whatever the races
     assert naive.disk_peak > 3 and naive.users_over >= 1
     assert report.ok, report.claims
+
+
+def test_cart_races_resolve_and_a_worker_kill_loses_no_acknowledged_item() -> None:
+    from examples.cart import demo
+
+    report = kernel.run(demo(workers=2, households=8, shoppers=16, adds=8))
+    assert report.race_consistent == report.households  # one of checkout/delete won whole, cart empty
+    assert report.checkout_won + report.delete_won == report.households
+    assert set(report.posters_bought.values()) == {1}  # one per customer, from two devices at once
+    assert report.server_errors == 0  # every request answered, also across the worker kill
+    assert report.adds_acknowledged == report.shoppers * 2 * 8
+    assert report.items_in_carts == report.adds_acknowledged and report.carts_exact == report.shoppers
+    assert report.carts_restored > 0  # the killed worker's carts came back from their checkpoints
+    assert report.worker_killed[0] != report.worker_killed[1]
+    assert report.ok, report.claims

@@ -1,0 +1,139 @@
+"""The HTTP API in front of the carts (aiohttp), and the client the demo's "web" and "mobile" apps use.
+
+Where it listens, and why: one aiohttp server on 127.0.0.1 in the node process, on the node's own
+event loop. The carts live on the workers; a request handler finds the user's cart by name
+(``registry.get_or_spawn``) and calls it. Killing a worker does not take the front down: a request for
+a cart that was on the dead worker gets ``NoProc``/``ActorExited``, and the front asks again, which
+starts the cart anew from its checkpoint. (A bigger deployment would run one server per worker with
+``SO_REUSEPORT``; the carts would not change at all, since a name resolves the same from anywhere.)
+
+API (JSON): ``GET /carts/{user}``; ``POST /carts/{user}/items`` ``{"sku", "qty"}``;
+``DELETE /carts/{user}/items/{sku}``; ``DELETE /carts/{user}`` (empty it);
+``POST /carts/{user}/checkout``. Changes take an ``Idempotency-Key`` header: resend it on retry.
+A refused change (empty cart, limited item...) is ``409`` with ``{"error": why}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+import kernel
+import registry
+from kernel import ActorExited, CallTimeout, NoProc
+
+from .cart import Cart, cart_name
+
+_ATTEMPTS = 20
+
+
+async def ask_cart(user: str, request: tuple[Any, ...]) -> tuple[str, Any]:
+    """Send ``request`` to the user's cart, starting (or restoring) it if it is not running.
+
+    A cart can vanish between finding it and calling it (its worker was killed, it passivated): then
+    it is looked up again; a short backoff lets a replaced worker come up.
+    """
+    for attempt in range(_ATTEMPTS):
+        try:
+            cart = await registry.get_or_spawn(Cart, user, name=cart_name(user))
+            answer: tuple[str, Any] = await kernel.call(cart, request, timeout=5.0)
+            return answer
+        except (NoProc, ActorExited, CallTimeout):
+            await asyncio.sleep(0.02 * attempt)  # client retry backoff, not synchronisation
+    raise RuntimeError(f"cart of {user} did not answer after {_ATTEMPTS} attempts")
+
+
+def _reply(answer: tuple[str, Any]) -> web.Response:
+    status, value = answer
+    if status == "ok":
+        return web.json_response(value)
+    return web.json_response({"error": value}, status=409)
+
+
+def _key(request: web.Request) -> str:
+    return request.headers.get("Idempotency-Key") or uuid.uuid4().hex
+
+
+def make_app() -> web.Application:
+    routes = web.RouteTableDef()
+
+    @routes.get("/carts/{user}")
+    async def view(request: web.Request) -> web.Response:
+        return _reply(await ask_cart(request.match_info["user"], ("view",)))
+
+    @routes.post("/carts/{user}/items")
+    async def add(request: web.Request) -> web.Response:
+        body = await request.json()
+        sku, qty = body.get("sku"), body.get("qty", 1)
+        if not isinstance(sku, str) or not isinstance(qty, int):
+            return web.json_response({"error": "body must be {\"sku\": str, \"qty\": int}"}, status=400)
+        return _reply(await ask_cart(request.match_info["user"], ("add", _key(request), sku, qty)))
+
+    @routes.delete("/carts/{user}/items/{sku}")
+    async def remove(request: web.Request) -> web.Response:
+        user, sku = request.match_info["user"], request.match_info["sku"]
+        return _reply(await ask_cart(user, ("remove", _key(request), sku)))
+
+    @routes.delete("/carts/{user}")
+    async def delete(request: web.Request) -> web.Response:
+        return _reply(await ask_cart(request.match_info["user"], ("delete", _key(request))))
+
+    @routes.post("/carts/{user}/checkout")
+    async def checkout(request: web.Request) -> web.Response:
+        return _reply(await ask_cart(request.match_info["user"], ("checkout", _key(request))))
+
+    app = web.Application()
+    app.add_routes(routes)
+    return app
+
+
+async def start_server(port: int = 0) -> tuple[web.AppRunner, str]:
+    """Serve the API on 127.0.0.1 (``port=0``: any free port); returns the runner and the base URL."""
+    runner = web.AppRunner(make_app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    server = site._server  # aiohttp exposes the bound port only through the asyncio server
+    assert server is not None
+    bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{bound}"
+
+
+class CartClient:
+    """A device (the "web" or "mobile" app) talking HTTP to the API; every change is retried with
+    its idempotency key until the server answers, as a careful app would."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, device: str) -> None:
+        self.session, self.base, self.device = session, base, device
+        self.server_errors = 0
+
+    async def _send(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        key = f"{self.device}-{uuid.uuid4().hex}"
+        async with self.session.request(method, self.base + path, json=body,
+                                        headers={"Idempotency-Key": key}) as resp:
+            if resp.status >= 500:
+                self.server_errors += 1
+                return resp.status, {"error": await resp.text()}
+            return resp.status, await resp.json()
+
+    async def view(self, user: str) -> dict[str, Any]:
+        status, body = await self._send("GET", f"/carts/{user}")
+        assert status == 200, body
+        result: dict[str, Any] = body
+        return result
+
+    async def add(self, user: str, sku: str, qty: int = 1) -> tuple[int, Any]:
+        return await self._send("POST", f"/carts/{user}/items", {"sku": sku, "qty": qty})
+
+    async def remove(self, user: str, sku: str) -> tuple[int, Any]:
+        return await self._send("DELETE", f"/carts/{user}/items/{sku}")
+
+    async def delete(self, user: str) -> tuple[int, Any]:
+        return await self._send("DELETE", f"/carts/{user}")
+
+    async def checkout(self, user: str) -> tuple[int, Any]:
+        return await self._send("POST", f"/carts/{user}/checkout")
