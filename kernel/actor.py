@@ -8,6 +8,8 @@ idle actors cheap and spawn as fast as creating one object.
 from __future__ import annotations
 
 import asyncio
+import dis
+import inspect
 import logging
 from collections import deque
 from typing import Any, ClassVar
@@ -96,6 +98,8 @@ class Actor(Proc):
                  "restarts", "state")
 
     checkpoint: ClassVar[Any] = None
+    _eager_init: ClassVar[bool] = True
+    _policy: ClassVar[Checkpoint | None] = None
     #: Bumped by the class when its state's shape changes; ``migrate`` converts older checkpoints.
     checkpoint_version: ClassVar[int] = 0
     #: How the state is stored: "pickle" (default, standard pickle protocol 5) or "json".
@@ -122,6 +126,8 @@ class Actor(Proc):
                 f"{cls.__name__} defines {', '.join(clash)}, which the kernel uses internally; "
                 "rename them (for example with a prefix of your own)"
             )
+        cls._eager_init = _never_suspends(cls.init)
+        cls._policy = checkpoint_policy(cls)
 
     async def init(self, *args: Any, **kwargs: Any) -> None:
         if args or kwargs:
@@ -166,8 +172,7 @@ class Actor(Proc):
 
     def _bind(self, rt: Any, pid: Any, parent: Any, name: Any, key: Any) -> None:
         super()._bind(rt, pid, parent, name, key)
-        if not hasattr(self, "state"):
-            self.state = None
+        self.state = None
         self._pending = None
         self._calling = None
         self._stop_reason = None
@@ -193,7 +198,27 @@ class Actor(Proc):
         self._deliver((wire.PARENT_EXIT, "normal"))
 
     async def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any], restored: Any) -> None:
-        """Run ``init`` (or ``restore``) in the actor's own task; then drain what queued meanwhile."""
+        """Run ``init`` (or ``restore``) in the actor's own task; then drain what queued meanwhile.
+
+        An ``init`` that contains no ``await`` cannot suspend, so it runs right here, with this actor
+        as the current context: no task, no future, and spawn costs little more than the object.
+        """
+        if restored is None and type(self)._eager_init:
+            token = _current.set(self)
+            try:
+                coro = self.init(*args, **kwargs)
+                try:
+                    coro.send(None)
+                except StopIteration:
+                    return
+                coro.close()
+                raise KernelError(f"{type(self).__name__}.init suspended although it has no await")
+            except BaseException as exc:
+                reason = Crash.from_exception(exc)
+                self._finish(reason)
+                raise ActorExited(reason, self.pid) from None
+            finally:
+                _current.reset(token)
         started: asyncio.Future[None] = self._rt.loop.create_future()
         self._task = self._rt.loop.create_task(self._boot(args, kwargs, restored, started))
         await started
@@ -327,3 +352,14 @@ _KERNEL_PRIVATE = frozenset(
     name for klass in (Proc, Actor) for name in (*vars(klass), *getattr(klass, "__slots__", ()))
     if name.startswith("_") and not name.startswith("__")
 )
+
+
+_SUSPENDING = frozenset({"GET_AWAITABLE", "BEFORE_ASYNC_WITH", "GET_AITER", "GET_ANEXT", "YIELD_VALUE"})
+
+
+def _never_suspends(fn: Any) -> bool:
+    """True if ``fn`` is a coroutine function whose body has no await point at all."""
+    code = getattr(fn, "__code__", None)
+    if code is None or not inspect.iscoroutinefunction(fn):
+        return False
+    return not any(ins.opname in _SUSPENDING for ins in dis.get_instructions(code))

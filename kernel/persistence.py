@@ -15,7 +15,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .actor import Actor, checkpoint_policy
+from .actor import Actor
 from .codec import encode
 from .errors import ActorExited, NotSerializable
 from .terms import Crash
@@ -89,7 +89,7 @@ class CheckpointService:
     def after_message(self, actor: Actor, held: tuple[Any, Any] | None) -> None:
         """Checkpoint per the class's policy; release ``held`` (caller, reply) once it is safe."""
         slot = self._slots.get(id(actor))
-        policy = checkpoint_policy(type(actor))
+        policy = actor._policy
         if slot is None or policy is None:
             self._release(actor, held)
             return

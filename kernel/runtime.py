@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import wire
-from .actor import Actor, checkpoint_policy
+from .actor import Actor
 from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable
 from .names import NameTable, check_name
 from .proc import Proc
@@ -484,7 +484,7 @@ class Runtime:
                 proc.alive = False
                 raise
         restored = None
-        if isinstance(proc, Actor) and self.store is not None and checkpoint_policy(cls) is not None \
+        if isinstance(proc, Actor) and proc._policy is not None and self.store is not None \
                 and proc.key is not None:
             restored = await self.store.activate(proc)
         await proc._start(args, kwargs, restored)  # type: ignore[attr-defined]
