@@ -56,3 +56,23 @@ def test_cart_races_resolve_and_a_worker_kill_loses_no_acknowledged_item() -> No
     assert report.carts_restored > 0  # the killed worker's carts came back from their checkpoints
     assert report.worker_killed[0] != report.worker_killed[1]
     assert report.ok, report.claims
+
+
+def test_chat_history_survives_a_crash_reaches_late_joiners_and_passivation() -> None:
+    from examples.chat import demo
+
+    report = kernel.run(demo(workers=2, members=4, lines=5))
+    assert report.everyone_saw_all  # every member's view == the room's history, same order
+    assert report.late_joiner_got == report.posts - 2  # history on join (before its own and the last line)
+    assert report.restored_equal and report.history_after_crash == report.history_before_crash > 0
+    assert report.passivated  # exit "normal" by idle_timeout, name freed
+    assert report.revived_equal and report.restores >= 2  # after the crash, and after passivation
+    assert report.ok, report.claims
+
+
+def test_every_demo_module_exits_zero_from_a_shell() -> None:
+    for name in ("uploads", "chat", "cart"):
+        done = subprocess.run([sys.executable, "-m", f"examples.{name}"], capture_output=True, text=True,
+                              timeout=50)
+        assert done.returncode == 0, (name, done.stdout, done.stderr)
+        assert "FAILED" not in done.stdout
