@@ -25,6 +25,8 @@ __all__ = ["Actor", "Checkpoint"]
 
 log = logging.getLogger("kernel")
 
+_SEND, _CAST, _CALL = wire.SEND, wire.CAST, wire.CALL
+
 
 class Checkpoint:
     """When an actor's state is persisted (see API.md section 6).
@@ -260,11 +262,11 @@ class Actor(Proc):
             kind = item[0]
             held = None
             try:
-                if kind == wire.CAST:
+                if kind == _CAST:
                     await self.handle_cast(item[1])
-                elif kind == wire.SEND:
+                elif kind == _SEND:
                     await self.handle_info(item[1])
-                elif kind == wire.CALL:
+                elif kind == _CALL:
                     self._calling = item[2]
                     result = await self.handle_call(item[1], item[2])
                     self._calling = None

