@@ -96,8 +96,8 @@ class Actor(Proc):
     crash in a handler, or a trapped exit from the parent.
     """
 
-    __slots__ = ("__dict__", "_calling", "_pending", "_persistent", "_stop_reason", "_stop_waiters",
-                 "restarts", "state")
+    __slots__ = ("__dict__", "_booting", "_calling", "_pending", "_persistent", "_stop_reason",
+                 "_stop_waiters", "restarts", "state")
 
     checkpoint: ClassVar[Any] = None
     _eager_init: ClassVar[bool] = True
@@ -112,6 +112,7 @@ class Actor(Proc):
 
     state: Any
     _calling: Any
+    _booting: bool
     _pending: set[Any] | None
     _stop_reason: tuple[str, Any] | None
     _stop_waiters: list[Any] | None
@@ -180,6 +181,7 @@ class Actor(Proc):
         self._stop_reason = None
         self._stop_waiters = None
         self._persistent = False
+        self._booting = True  # messages queue, unhandled, until init/restore has finished
         self.restarts = 0
 
     def _deliver(self, item: tuple[Any, ...]) -> None:
@@ -188,7 +190,7 @@ class Actor(Proc):
             mbox = self._mbox = deque()
         mbox.append(item)
         if self._task is None:
-            if not self._exiting:
+            if not self._exiting and not self._booting:
                 self._task = self._rt.loop.create_task(self._run())
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # a handler is in a selective receive
@@ -212,6 +214,7 @@ class Actor(Proc):
                 try:
                     coro.send(None)
                 except StopIteration:
+                    self._booted()
                     return
                 coro.close()
                 raise KernelError(f"{type(self).__name__}.init suspended although it has no await")
@@ -247,8 +250,14 @@ class Actor(Proc):
             if not started.done():
                 started.set_exception(ActorExited(reason, self.pid))
             return
+        self._booting = False
         started.set_result(None)
         await self._drain()
+
+    def _booted(self) -> None:
+        self._booting = False
+        if self._mbox and self._task is None and not self._exiting:
+            self._task = self._rt.loop.create_task(self._run())
 
     async def _run(self) -> None:
         _current.set(self)

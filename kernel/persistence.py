@@ -27,6 +27,9 @@ __all__ = ["CheckpointService"]
 
 log = logging.getLogger("kernel.checkpoints")
 
+#: How long opening the store or taking an epoch is retried while SQLite reports a transient lock.
+_RETRY_FOR = 10.0
+
 
 class _Slot:
     """Per-actor checkpoint bookkeeping (kept out of the actor's own namespace)."""
@@ -75,9 +78,25 @@ class CheckpointService:
         return await asyncio.shield(self._opening)
 
     async def activate(self, actor: Actor) -> tuple[Any, int] | None:
-        """Take a new epoch for the actor's key; returns ``(state, version)`` if a checkpoint exists."""
-        committer = await self._open()
-        activation = await committer.activate(actor.key)
+        """Take a new epoch for the actor's key; returns ``(state, version)`` if a checkpoint exists.
+
+        SQLite can answer "locked" at once (not after busy_timeout) while another process recovers the
+        WAL of a writer that was SIGKILLed; that passes, so it is retried for a bounded time.
+        """
+        delay = 0.01
+        deadline = asyncio.get_running_loop().time() + _RETRY_FOR
+        while True:
+            try:
+                committer = await self._open()
+                activation = await committer.activate(actor.key)
+                break
+            except Exception as exc:
+                if ("locked" not in str(exc) and "busy" not in str(exc).lower()) \
+                        or asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                log.warning("checkpoint store busy (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
         slot = self._slots[id(actor)] = _Slot(activation.epoch)
         actor._persistent = True
         record = activation.record

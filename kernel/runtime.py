@@ -26,7 +26,7 @@ from .names import NameTable, check_name
 from .proc import Proc
 from .process import Process
 from .serialize import dumps
-from .terms import NODE, Pid, Ref
+from .terms import NODE, Crash, Pid, Ref
 from .transport import Listener, Peer
 
 __all__ = ["Runtime", "socket_path"]
@@ -503,7 +503,12 @@ class Runtime:
         restored = None
         if isinstance(proc, Actor) and proc._policy is not None and self.store is not None \
                 and proc.key is not None:
-            restored = await self.store.activate(proc)
+            try:
+                restored = await self.store.activate(proc)
+            except Exception as exc:
+                reason = Crash.from_exception(exc)
+                proc._finish(reason)
+                raise ActorExited(reason, pid) from None
         await proc._start(args, kwargs, restored)  # type: ignore[attr-defined]
         if proc._exiting:
             raise ActorExited("killed", pid)
