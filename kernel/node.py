@@ -315,6 +315,12 @@ class Node:
                 continue
             out_workers.append(part["worker"])
             actors.extend(part["actors"])
+        restarts: dict[str, int] = {}
+        for actor in actors:
+            restarts.update(actor.pop("child_restarts", None) or {})
+        for actor in actors:
+            if actor["key"] in restarts:
+                actor["restarts"] = restarts[actor["key"]]
         for index in sorted(rt.down):
             out_workers.append({"index": index, "os_pid": self._os_pids[index], "alive": False})
         out_workers.sort(key=lambda w: w["index"])

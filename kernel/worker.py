@@ -70,6 +70,10 @@ def _snapshot(rt: Runtime, started: dict[str, Any]) -> dict[str, Any]:
             "supervisor": bool(getattr(type(p), "is_supervisor", False)),
             "children": [repr(c) for c in p.children()] if hasattr(p, "children") else None,
         })
+        # A supervisor counts its children's restarts by child id; the child's key is "<sup key>/<id>".
+        counts = getattr(p, "child_restarts", None)
+        if isinstance(counts, dict) and p.key is not None:
+            actors[-1]["child_restarts"] = {f"{p.key}/{cid}": n for cid, n in counts.items()}
     sent = sum(peer.written for peer in rt.peers.values())
     store = rt.store
     return {

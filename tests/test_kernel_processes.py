@@ -68,7 +68,7 @@ def test_sigkill_of_the_node_leaves_no_orphan_worker(tmp_path) -> None:
         assert len(workers) == 2 and all(psutil.pid_exists(w) for w in workers)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        gone, alive = psutil.wait_procs([psutil.Process(w) for w in workers if psutil.pid_exists(w)],
+        _gone, alive = psutil.wait_procs([psutil.Process(w) for w in workers if psutil.pid_exists(w)],
                                         timeout=10)
         assert not alive, f"orphan workers: {alive}"
     finally:
@@ -103,7 +103,7 @@ class Sink(kernel.Actor):
 class Source(kernel.Actor):
     async def handle_call(self, request, caller):
         tag, sinks, plan = request
-        seq = {s: 0 for s in range(len(sinks))}
+        seq = dict.fromkeys(range(len(sinks)), 0)
         for target in plan:
             self.cast(sinks[target], (tag, seq[target]))
             seq[target] += 1
