@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from kernel import Actor, CallTimeout, KernelError, Node
-from tests.reliability.support import record, run_node, scale
+from tests.reliability.support import record, run_node, scale, soak_timeout
 
 T = 0.2
 
@@ -74,8 +74,9 @@ class Caller(Actor):
         raise ValueError(request)
 
 
+@soak_timeout(600)
 def test_call_timeout_on_time_and_late_reply_dropped() -> None:
-    rounds = scale(2, 100)
+    rounds = scale(2, 20)
 
     async def body(node: Node) -> dict[str, Any]:
         slow = [await node.spawn(Slow, worker=w) for w in (0, 1)]
