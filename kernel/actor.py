@@ -101,6 +101,7 @@ class Actor(Proc):
 
     checkpoint: ClassVar[Any] = None
     _eager_init: ClassVar[bool] = True
+    _inline_kinds: ClassVar[frozenset[int]] = frozenset()
     _policy: ClassVar[Checkpoint | None] = None
     #: Bumped by the class when its state's shape changes; ``migrate`` converts older checkpoints.
     checkpoint_version: ClassVar[int] = 0
@@ -130,6 +131,9 @@ class Actor(Proc):
                 "rename them (for example with a prefix of your own)"
             )
         cls._eager_init = _never_suspends(cls.init)
+        cls._inline_kinds = frozenset(
+            kind for kind, handler in ((_CALL, cls.handle_call), (_CAST, cls.handle_cast),
+                                       (_SEND, cls.handle_info)) if _never_suspends(handler))
         cls._policy = checkpoint_policy(cls)
 
     async def init(self, *args: Any, **kwargs: Any) -> None:
@@ -186,6 +190,10 @@ class Actor(Proc):
 
     def _deliver(self, item: tuple[Any, ...]) -> None:
         mbox = self._mbox
+        if (self._task is None and not mbox and self._rt.inline and not self._booting
+                and not self._exiting and not self._persistent and item[0] in type(self)._inline_kinds):
+            self._handle_inline(item)
+            return
         if mbox is None:
             mbox = self._mbox = deque()
         mbox.append(item)
@@ -194,6 +202,61 @@ class Actor(Proc):
                 self._task = self._rt.loop.create_task(self._run())
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # a handler is in a selective receive
+
+    def _handle_inline(self, item: tuple[Any, ...]) -> None:
+        """Direct hand-off: an idle actor whose handler cannot suspend handles the message right now.
+
+        No task, no queue, no loop iteration: the sender's step runs the handler to completion (it has no
+        await, so it cannot interleave with anything). One message at a time still holds: the actor was
+        idle and nothing else runs meanwhile. ``rt.inline`` is off while it runs, so whatever the handler
+        sends is queued as usual: the hand-off never nests.
+        """
+        rt = self._rt
+        kind = item[0]
+        rt.inline = False
+        token = _current.set(self)
+        try:
+            if kind == _CALL:
+                self._calling = item[2]
+                coro = self.handle_call(item[1], item[2])
+            elif kind == _CAST:
+                coro = self.handle_cast(item[1])
+            else:
+                coro = self.handle_info(item[1])
+            try:
+                coro.send(None)
+            except StopIteration as done:
+                result = done.value
+            else:
+                coro.close()
+                raise KernelError(f"{type(self).__name__} handler suspended although it has no await")
+        except BaseException as exc:
+            # Crashing runs terminate, which may await: finish in a task of the actor's own.
+            self._task = rt.loop.create_task(self._crash_in_task(exc))
+            return
+        finally:
+            _current.reset(token)
+            rt.inline = True
+        self._handled += 1
+        if kind == _CALL:
+            self._calling = None
+            if result is not NoReply:
+                rt.reply_from_handler(self, item[2], result)
+            elif self._pending is None:
+                self._pending = {item[2]}
+            else:
+                self._pending.add(item[2])
+        if self._stop_reason is not None and self._task is None:
+            self._task = rt.loop.create_task(self._stop_in_task())
+
+    async def _crash_in_task(self, exc: BaseException) -> None:
+        _current.set(self)
+        await self._crash(exc)
+
+    async def _stop_in_task(self) -> None:
+        _current.set(self)
+        assert self._stop_reason is not None
+        await self._terminate_and_exit(self._stop_reason[1])
 
     def _on_parent_exit(self, reason: Reason) -> None:
         self._deliver((wire.PARENT_EXIT, reason))

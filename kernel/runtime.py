@@ -72,6 +72,8 @@ class Runtime:
             "worker_down": self.worker_down,
             "worker_up": self.worker_up,
         }
+        #: Whether an idle actor may handle a delivery in the sender's step (off while one does).
+        self.inline = True
         self._serial = 0
         self._ref = 0
         self._rr = 0
@@ -230,6 +232,9 @@ class Runtime:
                 raise NoProc(dest)
             self.calls[ref] = (fut, self.index, self.inc, None)
             proc._deliver((wire.CALL, request, (me, ref)))
+            if fut.done():  # answered by a direct hand-off: no timer, no suspension
+                self.calls.pop(ref, None)
+                return fut.result()
         else:
             if not self.pid_is_current(pid):
                 raise NoProc(dest)

@@ -149,7 +149,7 @@ class _Inbound(asyncio.Protocol):
             try:
                 dispatch(envelope)
             except Exception:
-                log.exception("failed to dispatch %r", envelope[:2])
+                log.exception("failed to dispatch a message from %s", self.peer)
         self._need = 0
         return pos
 
