@@ -190,8 +190,11 @@ class Actor(Proc):
 
     def _deliver(self, item: tuple[Any, ...]) -> None:
         mbox = self._mbox
+        # Calls always take the hand-off (latency is the point); casts and sends only when they arrived
+        # alone from another worker: a stream of them is cheaper drained in a batch by one task.
         if (self._task is None and not mbox and self._rt.inline and not self._booting
-                and not self._exiting and not self._persistent and item[0] in type(self)._inline_kinds):
+                and not self._exiting and not self._persistent and item[0] in type(self)._inline_kinds
+                and (item[0] == _CALL or self._rt.solo)):
             self._handle_inline(item)
             return
         if mbox is None:

@@ -16,6 +16,7 @@ import inspect
 import logging
 import os
 import pickle
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -74,11 +75,15 @@ class Runtime:
         }
         #: Whether an idle actor may handle a delivery in the sender's step (off while one does).
         self.inline = True
+        #: Whether the delivery being dispatched arrived alone in its read (set by the transport).
+        self.solo = False
+        self._deferred: deque[tuple[Proc, int, tuple[Any, ...]]] = deque()
         self._serial = 0
         self._ref = 0
         self._rr = 0
         self.msgs_in = 0
-        self.listener = Listener(socket_path(sockdir, index), secret, self.dispatch, self._inbound_lost)
+        self.listener = Listener(socket_path(sockdir, index), secret, self.dispatch, self._inbound_lost,
+                                 self._set_solo)
         self.on_peer_lost: Callable[[int, int], None] | None = None
         self.store: Any = None  # the checkpoint service, when persistence is on
 
@@ -177,8 +182,11 @@ class Runtime:
             if proc is None:
                 self._dead_target(pid, kind, fields)
             elif kind in _DEFERRED:
-                # Deferred one tick: exits cascade through links, and must not recurse.
-                self.loop.call_soon(self._apply_signal, proc, kind, fields)
+                # Deferred: exits cascade through links and must not recurse. They run before the next
+                # inbound message is dispatched, so a reply already written cannot overtake them.
+                self._deferred.append((proc, kind, fields))
+                if len(self._deferred) == 1:
+                    self.loop.call_soon(self._run_deferred)
             else:
                 self._apply_signal(proc, kind, fields)
             return
@@ -186,6 +194,12 @@ class Runtime:
             self._dead_target(pid, kind, fields)
             return
         self.peer(pid.worker).send(dumps((kind, pid.serial, pid.incarnation, *fields), "signal"))
+
+    def _run_deferred(self) -> None:
+        deferred = self._deferred
+        while deferred:
+            proc, kind, fields = deferred.popleft()
+            self._apply_signal(proc, kind, fields)
 
     def _apply_signal(self, proc: Proc, kind: int, fields: tuple[Any, ...]) -> None:
         if proc._exiting:
@@ -376,6 +390,8 @@ class Runtime:
     def dispatch(self, env: Any) -> None:
         """Decode one envelope from another process of the node (see ``wire``)."""
         self.msgs_in += 1
+        if self._deferred:
+            self._run_deferred()
         kind = env[0]
         if kind <= _CALL:
             proc = self.procs.get(env[1]) if env[2] == self.inc else None
@@ -441,6 +457,9 @@ class Runtime:
             self._reply_to(index, inc, ref, True, result)
         except NotSerializable as exc:
             self._reply_to(index, inc, ref, False, exc)
+
+    def _set_solo(self, solo: bool) -> None:
+        self.solo = solo
 
     def _inbound_lost(self, index: int, inc: int) -> None:
         if self.on_peer_lost is not None:

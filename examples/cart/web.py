@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import zlib
 from typing import Any
 
 import aiohttp
@@ -31,6 +32,12 @@ from .cart import Cart, cart_name
 _ATTEMPTS = 20
 
 
+def home_worker(user: str) -> int:
+    """Each user's cart lives on a worker chosen from the user id, so carts spread over every worker
+    whatever order the devices race in (round-robin would count the losers' spawns too)."""
+    return zlib.crc32(user.encode()) % kernel.worker_count()
+
+
 async def ask_cart(user: str, request: tuple[Any, ...]) -> tuple[str, Any]:
     """Send ``request`` to the user's cart, starting (or restoring) it if it is not running.
 
@@ -39,7 +46,7 @@ async def ask_cart(user: str, request: tuple[Any, ...]) -> tuple[str, Any]:
     """
     for attempt in range(_ATTEMPTS):
         try:
-            cart = await registry.get_or_spawn(Cart, user, name=cart_name(user))
+            cart = await registry.get_or_spawn(Cart, user, name=cart_name(user), worker=home_worker(user))
             answer: tuple[str, Any] = await kernel.call(cart, request, timeout=5.0)
             return answer
         except (NoProc, ActorExited, CallTimeout):
