@@ -29,7 +29,18 @@ import uvloop
 
 from .actor import Actor, Checkpoint
 from .context import current, current_or_none
-from .errors import ActorExited, AlreadyStarted, CallTimeout, KernelError, NoProc, NotSerializable
+from .errors import (
+    ActorExited,
+    AlreadyStarted,
+    CallTimeout,
+    CheckpointWriteFailed,
+    KernelError,
+    MailboxFull,
+    MessageTooLarge,
+    NoProc,
+    NotSerializable,
+    StaleEpoch,
+)
 from .node import Node
 from .process import NodeContext, Process
 from .terms import Crash, Down, Exit, NoReply, Pid, Ref
@@ -40,10 +51,13 @@ __all__ = [
     "AlreadyStarted",
     "CallTimeout",
     "Checkpoint",
+    "CheckpointWriteFailed",
     "Crash",
     "Down",
     "Exit",
     "KernelError",
+    "MailboxFull",
+    "MessageTooLarge",
     "NoProc",
     "NoReply",
     "Node",
@@ -52,6 +66,7 @@ __all__ = [
     "Pid",
     "Process",
     "Ref",
+    "StaleEpoch",
     "call",
     "cast",
     "checkpoints",

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from . import wire
 from .context import _current
-from .errors import ActorExited, KernelError
+from .errors import ActorExited, KernelError, MailboxFull
 from .proc import Proc
 from .process import receive
 from .terms import Crash, NoReply, Reason
@@ -97,7 +97,7 @@ class Actor(Proc):
     """
 
     __slots__ = ("__dict__", "_booting", "_calling", "_pending", "_persistent", "_stop_reason",
-                 "_stop_waiters", "restarts", "state")
+                 "_stop_waiters", "dropped", "restarts", "state")
 
     checkpoint: ClassVar[Any] = None
     _eager_init: ClassVar[bool] = True
@@ -110,6 +110,10 @@ class Actor(Proc):
     #: Seconds without a message after which a persistent actor stops (state flushed, name freed);
     #: ``registry.get_or_spawn`` brings it back from its checkpoint. None: never.
     idle_timeout: ClassVar[float | None] = None
+    #: Bound on queued messages. When full, a call is refused at once with ``MailboxFull`` and a cast
+    #: or raw send is dropped (counted in ``dropped``, shown by the observer); exit signals, stops and
+    #: replies are never bounded. None: unbounded (the observer reports the length).
+    max_mailbox: ClassVar[int | None] = None
 
     state: Any
     _calling: Any
@@ -119,6 +123,8 @@ class Actor(Proc):
     _stop_waiters: list[Any] | None
     _persistent: bool
     restarts: int
+    #: Messages refused because the mailbox was at ``max_mailbox``.
+    dropped: int
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -187,6 +193,7 @@ class Actor(Proc):
         self._persistent = False
         self._booting = True  # messages queue, unhandled, until init/restore has finished
         self.restarts = 0
+        self.dropped = 0
 
     def _deliver(self, item: tuple[Any, ...]) -> None:
         mbox = self._mbox
@@ -199,12 +206,21 @@ class Actor(Proc):
             return
         if mbox is None:
             mbox = self._mbox = deque()
+        elif self.max_mailbox is not None and len(mbox) >= self.max_mailbox and item[0] <= _CALL:
+            self._shed(item)
+            return
         mbox.append(item)
         if self._task is None:
             if not self._exiting and not self._booting:
                 self._task = self._rt.loop.create_task(self._run())
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # a handler is in a selective receive
+
+    def _shed(self, item: tuple[Any, ...]) -> None:
+        """The mailbox is at ``max_mailbox``: refuse the newest (a call learns why at once)."""
+        self.dropped += 1
+        if item[0] == _CALL:
+            self._rt.fail_caller_with(item[2], MailboxFull(self.pid, self.max_mailbox or 0))
 
     def _handle_inline(self, item: tuple[Any, ...]) -> None:
         """Direct hand-off: an idle actor whose handler cannot suspend handles the message right now.

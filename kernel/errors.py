@@ -13,9 +13,13 @@ __all__ = [
     "ActorExited",
     "AlreadyStarted",
     "CallTimeout",
+    "CheckpointWriteFailed",
     "KernelError",
+    "MailboxFull",
+    "MessageTooLarge",
     "NoProc",
     "NotSerializable",
+    "StaleEpoch",
 ]
 
 
@@ -126,3 +130,32 @@ class CheckpointWriteFailed(KernelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.cause, self.count))
+
+
+class MessageTooLarge(NotSerializable):
+    """A message is larger than the node's ``max_message``; it was not sent and the channel is intact."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        KernelError.__init__(
+            self, f"a message of {size} bytes exceeds the node's max_message of {limit} bytes; "
+            "send a reference (a file path, a key) instead, or raise Node(max_message=...)")
+        self.what = "message"
+        self.cause = f"{size} > {limit} bytes"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.size, self.limit))
+
+
+class MailboxFull(KernelError):
+    """The callee's mailbox is at its class's ``max_mailbox``: the call was refused, not queued."""
+
+    def __init__(self, dest: Any, limit: int) -> None:
+        self.dest = dest
+        self.limit = limit
+        super().__init__(
+            f"mailbox of {dest!r} is full ({limit} messages): it is not keeping up; retry later or shed load")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.dest, self.limit))

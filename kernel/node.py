@@ -34,6 +34,7 @@ from .names import check_name
 from .process import NodeContext
 from .runtime import Runtime, check_spawnable
 from .terms import NODE, Pid, Ref
+from .wire import MAX_MESSAGE
 
 __all__ = ["Node"]
 
@@ -53,7 +54,7 @@ class Node:
     """
 
     def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, max_message: int = MAX_MESSAGE) -> None:
         if workers is None:
             workers = os.cpu_count() or 1
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -65,6 +66,9 @@ class Node:
                 validate_node_name(name)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"name: {exc}") from None
+        if not isinstance(max_message, int) or isinstance(max_message, bool) or max_message < 1024:
+            raise ValueError(f"max_message must be an int of at least 1024 bytes, got {max_message!r}")
+        self.max_message = max_message
         self.name = name or f"node-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         self.size = workers
         self.state = os.fspath(state) if state is not None else None
@@ -98,6 +102,7 @@ class Node:
         self._sockdir = tempfile.mkdtemp(prefix="pyotp-")  # mkdtemp makes it 0700
         secret = os.urandom(32)
         rt = self._rt = Runtime(NODE, 0, self._sockdir, secret, self.size)
+        rt.listener.max_message = self.max_message
         Authority(rt)
         rt.note_ops["ready"] = self._on_ready
         await rt.start()
@@ -139,6 +144,7 @@ class Node:
             "sys_path": [p for p in sys.path if p],
             "state": self.state_path,
             "node": self.name,
+            "max_message": self.max_message,
         }
         env = dict(os.environ)
         here = _PROJECT_ROOT

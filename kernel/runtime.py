@@ -113,6 +113,7 @@ class Runtime:
         peer = self.peers.get(index)
         if peer is None:
             peer = Peer(socket_path(self.sockdir, index), self.secret, (self.index, self.inc))
+            peer.max_message = self.listener.max_message
             if index in self.down:
                 peer.up = False
             self.peers[index] = peer

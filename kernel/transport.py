@@ -24,6 +24,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, cast
 
+from .errors import MessageTooLarge
 from .serialize import loads
 from .wire import HEADER, MAX_MESSAGE
 
@@ -73,6 +74,7 @@ class _Inbound(asyncio.Protocol):
         self._dispatch = dispatch
         self._on_lost = on_lost
         self._hint = hint  # told whether a read holds a single message (latency) or a batch
+        self.max_message = MAX_MESSAGE
         self._buf = bytearray()
         self._need = 0
         self._ready = False
@@ -135,7 +137,7 @@ class _Inbound(asyncio.Protocol):
             hint(unpack(data, 0)[0] + 4 == end)
         while end - pos >= 4:
             (size,) = unpack(data, pos)
-            if size > MAX_MESSAGE:
+            if size > self.max_message:
                 log.error("peer %s announced a %d-byte message; dropping the connection", self.peer, size)
                 assert self._transport is not None
                 self._transport.abort()
@@ -174,6 +176,7 @@ class Listener:
         self._dispatch = dispatch
         self._on_lost = on_lost
         self._hint = hint
+        self.max_message = MAX_MESSAGE
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -182,8 +185,13 @@ class Listener:
             os.unlink(self.path)  # a socket left by a dead predecessor of the same worker
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(
-            lambda: _Inbound(self._secret, self._dispatch, self._on_lost, self._hint), self.path)
+            self._inbound, self.path)
         os.chmod(self.path, 0o600)
+
+    def _inbound(self) -> _Inbound:
+        inbound = _Inbound(self._secret, self._dispatch, self._on_lost, self._hint)
+        inbound.max_message = self.max_message
+        return inbound
 
     def close(self) -> None:
         if self._server is not None:
@@ -256,14 +264,17 @@ class Peer:
         self._connecting = False
         self.up = True  # False while the process behind it is known dead
         self.written = 0
+        self.max_message = MAX_MESSAGE
         self._loop = asyncio.get_running_loop()
 
     def send(self, data: bytes) -> None:
-        """Queue one encoded message for this peer.
+        """Queue one encoded message for this peer; ``MessageTooLarge`` past the node's limit.
 
         The first message of a loop tick is written at once (a lone call or ring hop pays no extra loop
         iteration); what follows in the same tick is batched into one write at the end of the tick.
         """
+        if len(data) > self.max_message:
+            raise MessageTooLarge(len(data), self.max_message)
         self.written += 1
         if self._scheduled:
             buf = self._buf

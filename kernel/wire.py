@@ -45,5 +45,6 @@ PARENT_EXIT = 20
 #: Length prefix of every message in a frame.
 HEADER = struct.Struct("!I")
 
-#: Messages larger than this are refused by the sender, and a peer announcing one is dropped.
-MAX_MESSAGE = 256 * 1024 * 1024
+#: Default bound on one encoded message (``Node(max_message=...)`` changes it): the sender refuses a
+#: larger one with ``MessageTooLarge``; a peer announcing one is dropped before anything is allocated.
+MAX_MESSAGE = 64 * 1024 * 1024

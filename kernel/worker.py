@@ -64,6 +64,7 @@ def _snapshot(rt: Runtime, started: dict[str, Any]) -> dict[str, Any]:
             "mailbox": mbox,
             "handled": p._handled,
             "restarts": getattr(p, "restarts", 0),
+            "dropped": getattr(p, "dropped", 0),
             "links": sorted(repr(x) for x in (p._links or ())),
             "monitors": len(p._monitors or ()),
             "memory": sys.getsizeof(p) + (sys.getsizeof(p.__dict__) if hasattr(p, "__dict__") else 0),
@@ -95,6 +96,7 @@ async def _serve(config: dict[str, Any]) -> None:
                  bytes.fromhex(config["secret"]), config["workers"])
     rt.incarnations = {int(k): v for k, v in config["incarnations"].items()}
     rt.store = CheckpointService(config["state"])
+    rt.listener.max_message = config["max_message"]
     done: asyncio.Future[None] = loop.create_future()
     started: dict[str, Any] = {}
 
