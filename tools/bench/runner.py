@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -204,6 +205,19 @@ def human(value: float, unit: str) -> str:
     return f"{value:.3g} {unit}"
 
 
+def _kernel_version() -> str:
+    """The commit the figures belong to, marked dirty when kernel/ has uncommitted edits."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "kernel"], cwd=root, capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def report(results: Results, names: Sequence[str]) -> dict[str, Any]:
     """The JSON-able summary: floors, then each scenario with base, ratio, target and verdict."""
     out: dict[str, Any] = {
@@ -214,6 +228,8 @@ def report(results: Results, names: Sequence[str]) -> dict[str, Any]:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "workers": WORKERS,
+            "loadavg_at_end": os.getloadavg(),  # other work on the box skews both sides, not equally
+            "kernel": _kernel_version(),
         },
         "floors": {},
         "scenarios": {},
@@ -270,6 +286,9 @@ def print_tables(summary: dict[str, Any], console: Console) -> None:
         table.add_row(f"{name}\n[dim]{s['title']}[/dim]", ours, f"{floor}\n[dim]{base_name}[/dim]", ratio,
                       s["target"], met)
     console.print(table)
+    meta = summary["meta"]
+    console.print(f"kernel {meta['kernel']}, {meta['cpus']} cpus, load average at end "
+                  f"{meta['loadavg_at_end'][0]:.2f} (a loaded box skews both columns, not equally)")
     for name, s in summary["scenarios"].items():
         if s.get("error"):
             console.print(f"[red]{name}: {s['error']}[/red]")
