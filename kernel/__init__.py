@@ -39,6 +39,7 @@ from .errors import (
     MessageTooLarge,
     NoProc,
     NotSerializable,
+    Quarantined,
     StaleEpoch,
 )
 from .node import Node
@@ -65,6 +66,7 @@ __all__ = [
     "NotSerializable",
     "Pid",
     "Process",
+    "Quarantined",
     "Ref",
     "StaleEpoch",
     "call",

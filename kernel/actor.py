@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from . import wire
 from .context import _current
-from .errors import ActorExited, KernelError, MailboxFull
+from .errors import ActorExited, KernelError, MailboxFull, Quarantined
 from .proc import Proc
 from .process import receive
 from .terms import Crash, NoReply, Reason
@@ -114,6 +114,10 @@ class Actor(Proc):
     #: or raw send is dropped (counted in ``dropped``, shown by the observer); exit signals, stops and
     #: replies are never bounded. None: unbounded (the observer reports the length).
     max_mailbox: ClassVar[int | None] = None
+    #: After this many crashes on the same message, that message is quarantined (dead-letter table)
+    #: instead of crashing the actor again; needs a stable key (a name or a supervisor path).
+    #: None or 0: never.
+    quarantine_after: ClassVar[int | None] = 3
 
     state: Any
     _calling: Any
@@ -196,6 +200,11 @@ class Actor(Proc):
         self.dropped = 0
 
     def _deliver(self, item: tuple[Any, ...]) -> None:
+        if self._rt.quarantine.blocked and item[0] <= _CALL \
+                and self._rt.quarantine.is_blocked(self, item[0], item[1]):
+            if item[0] == _CALL:
+                self._rt.fail_caller_with(item[2], Quarantined(self.pid))
+            return
         mbox = self._mbox
         # Calls always take the hand-off (latency is the point); casts and sends only when they arrived
         # alone from another worker: a stream of them is cheaper drained in a batch by one task.
@@ -250,6 +259,7 @@ class Actor(Proc):
                 coro.close()
                 raise KernelError(f"{type(self).__name__} handler suspended although it has no await")
         except BaseException as exc:
+            rt.quarantine.crashed(self, kind, item[1], f"{type(exc).__name__}: {exc}")
             # Crashing runs terminate, which may await: finish in a task of the actor's own.
             self._task = rt.loop.create_task(self._crash_in_task(exc))
             return
@@ -378,6 +388,8 @@ class Actor(Proc):
             except asyncio.CancelledError:
                 return  # killed: _die has done the exit work
             except BaseException as exc:
+                if kind <= _CALL:
+                    rt.quarantine.crashed(self, kind, item[1], f"{type(exc).__name__}: {exc}")
                 await self._crash(exc)
                 return
             self._handled += 1

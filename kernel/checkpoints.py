@@ -441,6 +441,11 @@ class GroupCommitter:
         """The last committed checkpoint of ``key``; not ordered after writes still queued."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._store.load, key)
 
+    async def dead_letter(self, key: Any, message: bytes, error: str, count: int) -> int:
+        """Record a quarantined message on the writer thread; returns its id."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._store.add_dead_letter, key, message, error, count)
+
     async def flush(self) -> None:
         """Wait until everything submitted so far has been committed or has failed."""
         if self._last is not None and not self._last.done():
@@ -556,3 +561,15 @@ def dead_letters(path: str | os.PathLike[str]) -> list[DeadLetter]:
         rows = conn.execute("SELECT id, key, message, error, count, created FROM dead_letters "
                             "ORDER BY id").fetchall()
     return [DeadLetter(r[0], key_from_text(r[1]), *r[2:]) for r in rows]
+
+
+def drop_dead_letter(path: str | os.PathLike[str], letter_id: int) -> bool:
+    """Delete one dead letter (after a replay, or to discard it); False if there was none."""
+    if not isinstance(letter_id, int) or isinstance(letter_id, bool):
+        raise TypeError(f"letter_id must be an int, got {letter_id!r}")
+    conn = sqlite3.connect(os.fspath(path), timeout=5.0, isolation_level=None)
+    try:
+        cur = conn.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))
+        return cur.rowcount > 0
+    finally:
+        conn.close()

@@ -66,7 +66,7 @@ __all__ = [
 log = logging.getLogger("kernel.control")
 
 #: The closed set of requests; anything else is refused before the handler sees it.
-OPS = frozenset({"ping", "snapshot", "state", "kill"})
+OPS = frozenset({"ping", "snapshot", "state", "kill", "replay", "drop"})
 #: Largest request line accepted after authentication (requests are tiny; this only bounds abuse).
 MAX_REQUEST = 64 * 1024
 #: Largest line accepted before authentication, as in ``multiprocessing`` (``recv_bytes(256)``).
@@ -476,6 +476,10 @@ def _validate_request(req: dict[str, Any]) -> None:
         pid = req.get("pid")
         if not isinstance(pid, str) or not _PID_RE.fullmatch(pid):
             raise ControlError("bad_request", f"pid must be a pid repr such as '<0.3>', got {pid!r}")
+    if op in ("replay", "drop"):
+        letter = req.get("id")
+        if not isinstance(letter, int) or isinstance(letter, bool) or letter < 1:
+            raise ControlError("bad_request", f"id must be a dead letter's id (an int >= 1), got {letter!r}")
 
 
 def _error(code: str, message: str) -> bytes:

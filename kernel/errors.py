@@ -19,6 +19,7 @@ __all__ = [
     "MessageTooLarge",
     "NoProc",
     "NotSerializable",
+    "Quarantined",
     "StaleEpoch",
 ]
 
@@ -159,3 +160,16 @@ class MailboxFull(KernelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.dest, self.limit))
+
+
+class Quarantined(KernelError):
+    """This exact message crashed the actor too often and is set aside (see ``kernel.quarantine``)."""
+
+    def __init__(self, dest: Any) -> None:
+        self.dest = dest
+        super().__init__(
+            f"the message was quarantined for {dest!r}: it crashed the actor repeatedly; inspect it with "
+            "`python -m tools.checkpoints STATE`, fix the handler, then replay or drop it")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.dest,))

@@ -26,6 +26,7 @@ import tempfile
 import time
 from typing import Any
 
+from . import wire
 from .authority import Authority
 from .context import _current
 from .control import ControlError, ControlServer, validate_node_name
@@ -341,6 +342,8 @@ class Node:
             return {}
         if op == "snapshot":
             return await self.snapshot()
+        if op in ("replay", "drop"):
+            return await self._dead_letter(op, request["id"])
         pid = _parse_pid(request.get("pid"))
         rt = self.context._rt
         if pid.worker == NODE or rt.down.__contains__(pid.worker) or not rt.pid_is_current(pid):
@@ -358,6 +361,51 @@ class Node:
             result: dict[str, Any] = info
             return result
         raise ControlError("bad_request", f"unknown op {op!r}")
+
+    async def _dead_letter(self, op: str, letter_id: int) -> dict[str, Any]:
+        """Replay a quarantined message to its actor (lifting the quarantine first), or drop it."""
+        from . import checkpoints
+        from .serialize import loads
+
+        letters = {d.id: d for d in await asyncio.to_thread(checkpoints.dead_letters, self.state_path)}
+        letter = letters.get(letter_id)
+        if letter is None:
+            raise ControlError("not_found", f"no dead letter {letter_id}")
+        if op == "replay":
+            kind, message = loads(letter.message)
+            rt = self.context._rt
+            for index in range(self.size):
+                if index not in rt.down:
+                    rt.note(index, "unquarantine", letter.key, kind, message)
+            pid = await _find_by_key(self, letter.key)
+            if pid is None:
+                raise ControlError("noproc", f"no live actor has key {letter.key!r}; start it, then replay")
+            if kind == wire.CALL:
+                # The original caller is gone: the operator who replays it gets the answer instead.
+                try:
+                    answer = _repr.repr(await self.context.call(pid, message, 30.0))
+                except KernelError as exc:
+                    raise ControlError("replay_failed", f"replayed call failed: {exc}") from None
+            else:
+                rt.send(pid, kind, message)
+                answer = None
+        await asyncio.to_thread(checkpoints.drop_dead_letter, self.state_path, letter_id)
+        return {"id": letter_id, "op": op} if op == "drop" else {"id": letter_id, "op": op, "answer": answer}
+
+
+async def _find_by_key(node: Node, key: Any) -> Pid | None:
+    rt = node.context._rt
+    if type(key) is not Pid:
+        with contextlib.suppress(TypeError):
+            pid = rt.names.get(key)
+            if pid is not None:
+                return pid
+    for index in range(node.size):
+        if index not in rt.down:
+            found: Pid | None = await rt.rpc(index, "by_key", (key,))
+            if found is not None:
+                return found
+    return None
 
 
 def _parse_pid(text: Any) -> Pid:

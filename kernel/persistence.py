@@ -52,6 +52,7 @@ class CheckpointService:
         self._committer: GroupCommitter | None = None
         self._opening: asyncio.Future[GroupCommitter] | None = None
         self._slots: dict[int, _Slot] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def commits(self) -> int:
@@ -217,7 +218,22 @@ class CheckpointService:
                 if handle is not None:
                     handle.cancel()
 
+    def dead_letter(self, key: Any, message: bytes, error: str, count: int) -> None:
+        """Write a quarantined message to the state file (in the background: nothing waits on it)."""
+        async def write() -> None:
+            try:
+                committer = await self._open()
+                await committer.dead_letter(key, message, error, count)
+            except Exception as exc:
+                log.error("could not record a dead letter for %r: %s", key, exc)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         if self._committer is not None:
             await self._committer.close()
             self._committer = None

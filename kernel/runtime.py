@@ -26,6 +26,7 @@ from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializab
 from .names import NameTable, check_name
 from .proc import Proc
 from .process import Process
+from .quarantine import Quarantine
 from .serialize import dumps
 from .terms import NODE, Crash, Pid, Ref
 from .transport import Listener, Peer
@@ -62,16 +63,19 @@ class Runtime:
         self.incarnations: dict[int, int] = dict.fromkeys(range(workers), 0)
         self.down: set[int] = set()
         self.workers = workers
+        self.quarantine = Quarantine()
         self.rpc_ops: dict[str, Callable[..., Any]] = {
             "spawn": self._rpc_spawn,
             "sync": lambda: None,
             "adopt": self._rpc_adopt,
+            "by_key": self._rpc_by_key,
         }
         self.note_ops: dict[str, Callable[..., None]] = {
             "name_add": self.names.add,
             "name_del": self._note_name_del,
             "worker_down": self.worker_down,
             "worker_up": self.worker_up,
+            "unquarantine": self.quarantine.release,
         }
         #: Whether an idle actor may handle a delivery in the sender's step (off while one does).
         self.inline = True
@@ -566,6 +570,13 @@ class Runtime:
             if proc.key is None:
                 proc.key = name
         return True
+
+    def _rpc_by_key(self, key: Any) -> Pid | None:
+        """The live local actor whose checkpoint key is ``key`` (operators' tools; a scan)."""
+        for proc in self.procs.values():
+            if proc.key == key and not proc._exiting:
+                return proc.pid
+        return None
 
     def release(self, proc: Proc) -> None:
         """An exiting process gives up its table slot and names, before its exit signals go out."""

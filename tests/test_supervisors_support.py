@@ -141,6 +141,7 @@ class Member(Actor):
     """
 
     trap_exits = True
+    quarantine_after = None  # these tests crash children on purpose with the same message
 
     async def init(self, tag: str, journal: Any, mode: str = "") -> None:
         self.tag, self.journal, self.mode = tag, journal, mode

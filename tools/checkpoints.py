@@ -66,10 +66,18 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.checkpoints", description=__doc__.splitlines()[0])
     parser.add_argument("path", help="the node's state file")
     parser.add_argument("key", nargs="?", help="show this key's state (stored text form)")
+    parser.add_argument("--drop", type=int, metavar="ID",
+                        help="delete dead letter ID (to replay one instead, use the running node's "
+                             "control socket: {\"op\": \"replay\", \"id\": ID})")
     args = parser.parse_args(argv)
     console = console or Console()
     try:
-        if args.key is None:
+        if args.drop is not None:
+            if not checkpoints.drop_dead_letter(args.path, args.drop):
+                console.print(f"[red]no dead letter {args.drop}[/]")
+                return 1
+            console.print(f"dropped dead letter {args.drop}")
+        elif args.key is None:
             for table in listing(args.path):
                 console.print(table)
         else:

@@ -26,6 +26,10 @@ JOURNAL = "r67-journal"
 class Poisoned(Actor):
     """Every incarnation is handed the poison message (it sits in its inbox as it starts)."""
 
+    # This row checks the supervision bound itself; quarantine (tests/test_quarantine.py) would set
+    # the message aside after three crashes and end the loop before escalation.
+    quarantine_after = None
+
     async def init(self, tag: str) -> None:
         self.tag = tag
         self.cast(JOURNAL, ("start", tag))
