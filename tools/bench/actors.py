@@ -17,7 +17,10 @@ from typing import Any
 
 import psutil
 
-from kernel import Actor, NoReply, Pid
+import kernel
+import registry
+from kernel import Actor, Checkpoint, NoReply, Pid
+from supervisors import ChildSpec, DynamicSupervisor, start_child
 
 YIELD_EVERY = 1000
 """Cross-worker casts yield to the loop this often, so the kernel can flush a frame while the sender
@@ -76,6 +79,50 @@ class Caller(Actor):
         self.send(driver, ("done", None))
 
 
+class Counter(Actor):
+    """The plain twin of the checkpointed counters: each call changes the state (an int) by one."""
+
+    async def init(self) -> None:
+        self.state = 0
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        self.state += 1
+        return self.state
+
+
+class VolatileCounter(Counter):
+    """Checkpointed after every change; replies at once (durable=False)."""
+
+    checkpoint = Checkpoint(every=1, durable=False)
+
+
+class DurableCounter(Counter):
+    """Checkpointed after every change; a reply waits for the commit of its state (durable=True)."""
+
+    checkpoint = Checkpoint(every=1, durable=True)
+
+
+class PassiveCounter(Counter):
+    """A persistent counter that passivates after ``idle_timeout`` seconds without a message."""
+
+    checkpoint = Checkpoint(every=1, durable=False)
+    idle_timeout = 0.3
+
+
+class Cruncher(Actor):
+    """CPU-bound work in pure Python: each unit is a loop of ``UNIT`` multiply-adds."""
+
+    UNIT = 20_000
+
+    async def handle_cast(self, message: Any) -> None:
+        units, driver = message
+        acc = 0
+        for _ in range(units):
+            for i in range(self.UNIT):
+                acc += i * i
+        self.send(driver, ("done", acc))
+
+
 class Driver(Actor):
     """Runs one timed scenario per call, on its own worker, and replies with a dict of figures."""
 
@@ -98,6 +145,22 @@ class Driver(Actor):
             return await self._memory(n)
         if kind == "ring":
             return await self._ring(caller, n, size=rest[0], workers=rest[1])
+        if kind == "cast_by_name":
+            return await self._cast(caller, n, worker=None, yield_every=0, by_name=True)
+        if kind == "get_or_spawn":
+            return await self._get_or_spawn(n)
+        if kind == "dynsup":
+            return await self._dynsup(n)
+        if kind == "counter_calls":
+            return await self._counter_calls(n, cls=rest[0], name=rest[1])
+        if kind == "call_targets":
+            return await self._call_targets(caller, n, targets=rest[0])
+        if kind == "reactivate":
+            return await self._reactivate(n, tag=rest[0], workers=rest[1])
+        if kind == "spawn_idle":
+            return await self._spawn_idle(n)
+        if kind == "crunch":
+            return await self._crunch(caller, n, workers=rest[0], per_worker=rest[1])
         raise ValueError(f"unknown scenario {kind!r}")
 
     async def handle_info(self, message: Any) -> None:
@@ -116,18 +179,21 @@ class Driver(Actor):
         for pid in pids:
             self.exit(pid, "kill")
 
-    async def _cast(self, caller: Any, n: int, worker: int | None, yield_every: int) -> Any:
-        sink = await self.spawn(Sink, n, self.pid, worker=worker)
+    async def _cast(self, caller: Any, n: int, worker: int | None, yield_every: int,
+                    by_name: bool = False) -> Any:
+        name = ("bench-sink", self.pid) if by_name else None
+        sink = await self.spawn(Sink, n, self.pid, worker=worker, name=name)
+        dest: Any = name if by_name else sink
         cast = self.cast
         self.pending = (caller, time.perf_counter(), 1, [sink])
         if yield_every:
             for start in range(0, n, yield_every):
                 for i in range(start, min(start + yield_every, n)):
-                    cast(sink, i)
+                    cast(dest, i)
                 await asyncio.sleep(0)
         else:
             for i in range(n):
-                cast(sink, i)
+                cast(dest, i)
         return NoReply
 
     async def _call(self, n: int, worker: int | None) -> Any:
@@ -185,4 +251,101 @@ class Driver(Actor):
         await self.call(last, ("next", first))  # closed before the token can get there
         self.pending = (caller, time.perf_counter(), 1, pids)
         self.cast(first, hops)
+        return NoReply
+
+    async def _get_or_spawn(self, n: int) -> Any:
+        """``registry.get_or_spawn`` of a name whose holder is running, n times in a row."""
+        name = ("bench-existing", self.pid)
+        pid = await self.spawn(Idle, name=name)
+        get_or_spawn = registry.get_or_spawn
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await get_or_spawn(Idle, name=name)
+        seconds = time.perf_counter() - t0
+        if await get_or_spawn(Idle, name=name) != pid:
+            raise AssertionError("get_or_spawn of an existing name returned another pid")
+        self._kill([pid])
+        return {"seconds": seconds}
+
+    async def _dynsup(self, n: int) -> Any:
+        """A DynamicSupervisor on this worker starts n idle children, one ``start_child`` each.
+
+        Memory is the worker's RSS growth (children, the supervisor's bookkeeping and the specs it
+        keeps), per child: meaningful on the first run in a fresh worker only.
+        """
+        sup = await self.spawn(DynamicSupervisor)
+        gc.collect()
+        rss0 = psutil.Process().memory_info().rss
+        t0 = time.perf_counter()
+        for i in range(n):
+            await start_child(sup, ChildSpec(i, Idle, shutdown="brutal_kill"))
+        seconds = time.perf_counter() - t0
+        gc.collect()
+        rss = psutil.Process().memory_info().rss - rss0
+        await kernel.stop(sup, timeout=120.0)
+        return {"seconds": seconds, "rss_per_child": rss / n}
+
+    async def _counter_calls(self, n: int, cls: type[Actor], name: Any) -> Any:
+        """n sequential calls to a (persistent, when ``cls`` has a checkpoint) counter on this worker."""
+        pid = await self.spawn(cls, name=name)
+        call = self.call
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await call(pid, None, timeout=60.0)
+        seconds = time.perf_counter() - t0
+        await kernel.stop(pid, timeout=60.0)
+        return {"seconds": seconds}
+
+    async def _call_targets(self, caller: Any, n: int, targets: list[Pid]) -> Any:
+        """One ``Caller`` per target, on the target's worker, each making n sequential calls."""
+        pids = [await self.spawn(Caller, worker=t.worker) for t in targets]
+        self.pending = (caller, time.perf_counter(), len(targets), pids)
+        for pid, target in zip(pids, targets, strict=True):
+            self.cast(pid, (target, n, self.pid))
+        return NoReply
+
+    async def _reactivate(self, n: int, tag: str, workers: int) -> Any:
+        """First activation of n named ``PassiveCounter``s (get_or_spawn + a call that checkpoints),
+        a bounded wait until every one passivated (its name is free), then the timed reactivation:
+        get_or_spawn + a call for each again, which must see the restored state (2)."""
+        names = [("bench-passive", tag, i) for i in range(n)]
+
+        async def touch(i: int) -> Any:
+            pid = await registry.get_or_spawn(PassiveCounter, name=names[i], worker=i % workers)
+            return await self.call(pid, None, timeout=60.0)
+
+        async def all_of(batch: int = 100) -> tuple[float, list[Any]]:
+            t0 = time.perf_counter()
+            out: list[Any] = []
+            for start in range(0, n, batch):
+                out += await asyncio.gather(*(touch(i) for i in range(start, min(start + batch, n))))
+            return time.perf_counter() - t0, out
+
+        first, _ = await all_of()
+        deadline = time.monotonic() + 120.0
+        left = list(names)
+        while left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(left)} of {n} actors still registered after 120 s")
+            await asyncio.sleep(0.1)
+            left = [nm for nm in left if await kernel.whereis(nm) is not None]
+        again, states = await all_of()
+        restored = sum(1 for s in states if s == 2)
+        return {"seconds": again, "first_seconds": first, "restored": restored}
+
+    async def _spawn_idle(self, n: int) -> Any:
+        """n idle actors on this worker, pids not kept (they stay until the node closes)."""
+        spawn = self.spawn
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await spawn(Idle)
+        return {"seconds": time.perf_counter() - t0}
+
+    async def _crunch(self, caller: Any, units: int, workers: list[int], per_worker: int) -> Any:
+        """``per_worker`` Crunchers on each of ``workers`` share ``units`` of CPU work."""
+        pids = [await self.spawn(Cruncher, worker=w) for w in workers for _ in range(per_worker)]
+        share = units // len(pids)
+        self.pending = (caller, time.perf_counter(), len(pids), pids)
+        for pid in pids:
+            self.cast(pid, (share, self.pid))
         return NoReply

@@ -317,6 +317,33 @@ def socket_roundtrip(n: int) -> Figure:
     return run_uvloop(main)
 
 
+def dict_lookup(n: int) -> Figure:
+    """Context for ``get_or_spawn`` of an existing name: a plain ``dict.get`` of a tuple key (lookups/s).
+
+    Not the base of the ratio: a kernel call cannot be a dict lookup; it shows the distance only.
+    """
+    table = {("bench-existing", i): i for i in range(1000)}
+    key = ("bench-existing", 7)
+    get = table.get
+    t0 = time.perf_counter()
+    for _ in range(n):
+        get(key)
+    return Figure.rate(n, time.perf_counter() - t0, "lookup/s")
+
+
+def group_commit_2procs(n: int) -> Figure:
+    """Floor of ``durable_50``: the kernel's own ``GroupCommitter`` driven bare (no actors, no messages)
+    by 25 asyncio tasks in each of 2 processes on one WAL file, each awaiting durable commits of its own
+    key in a loop, for ``n / 10,000`` seconds (at least 0.2). Durable commits/s in total; extras:
+    transactions/s and rows per transaction."""
+    from tools.bench.checkpoint_store import multi_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        r = multi_process(os.path.join(tmp, "floor.db"), 2, 25, max(n / 10_000, 0.2))
+    return Figure(r["durable_per_s"], "call/s", {"commits_per_s": r["commits_per_s"],
+                                                 "rows_per_commit": r["rows_per_commit"]})
+
+
 FloorFn = Callable[[int], Figure]
 
 FLOORS: dict[str, tuple[str, FloorFn]] = {
@@ -328,5 +355,7 @@ FLOORS: dict[str, tuple[str, FloorFn]] = {
     "spawn_task_queue": ("bare task + Queue", spawn_task_queue),
     "memory_task_queue": ("bare task + Queue (tracemalloc)", memory_task_queue),
     "ring_tasks": ("ring of 1000 bare tasks", ring_tasks),
+    "dict_lookup": ("dict.get of a tuple key", dict_lookup),
+    "group_commit_2procs": ("bare GroupCommitter, 2 procs x 25 tasks", group_commit_2procs),
 }
 """Floor name -> (label, function). Names are what scenarios refer to and what JSON records."""

@@ -40,23 +40,34 @@ class Target:
     min_ratio: float | None = None
     max_ratio: float | None = None
     max_value: float | None = None
+    min_value: float | None = None
+    note: str = ""  # how the target reads in the issue, when the bound is a restatement of it
 
-    def met(self, ratio: float, value: float) -> bool:
+    @property
+    def empty(self) -> bool:
+        """No target was set (the issue asks for the figure only)."""
+        return all(b is None for b in (self.min_ratio, self.max_ratio, self.max_value, self.min_value))
+
+    def met(self, ratio: float | None, value: float) -> bool:
         return (
-            (self.min_ratio is None or ratio >= self.min_ratio)
-            and (self.max_ratio is None or ratio <= self.max_ratio)
+            (self.min_ratio is None or (ratio is not None and ratio >= self.min_ratio))
+            and (self.max_ratio is None or (ratio is not None and ratio <= self.max_ratio))
             and (self.max_value is None or value <= self.max_value)
+            and (self.min_value is None or value >= self.min_value)
         )
 
     def __str__(self) -> str:
         parts = []
         if self.min_ratio is not None:
-            parts.append(f">= {self.min_ratio:g}x")
+            parts.append(f">= {self.min_ratio:.3g}x")
         if self.max_ratio is not None:
             parts.append(f"<= {self.max_ratio:g}x")
         if self.max_value is not None:
             parts.append(f"<= {self.max_value:g} B")
-        return " and ".join(parts)
+        if self.min_value is not None:
+            parts.append(f">= {self.min_value:,.0f}/s")
+        text = " and ".join(parts) or "none set"
+        return f"{text} ({self.note})" if self.note else text
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,8 @@ class Row:
     base: Base
     target: Target
     extra_floors: tuple[str, ...] = ()
+    full_n: int | None = None  # N under --full (the issue's size), when the default is smaller
+    reps: int | None = None  # fixed runs for this row (memory rows: RSS means something once only)
 
 
 FLOOR_N: dict[str, int] = {
@@ -89,6 +102,8 @@ FLOOR_N: dict[str, int] = {
     "spawn_task_queue": 50_000,
     "memory_task_queue": 50_000,
     "ring_tasks": 300_000,
+    "dict_lookup": 1_000_000,
+    "group_commit_2procs": 20_000,
 }
 
 # Targets are issue 8's (the stricter set); issue 2's looser first milestone is noted in BENCHMARKS.md.
@@ -108,7 +123,34 @@ ROWS: tuple[Row, ...] = (
     Row("ring_2workers", "ring of 1000, 2 workers", 100_000,
         Base("floor", "socket_roundtrip", scale=2.0, label="one-way bound = 2x socket round trips/s"),
         Target(0.5)),
+    # issue 3: registry and supervisors
+    Row("send_by_name", "cast by registered name, same worker", 1_000_000,
+        Base("ours", "local_cast", label="ours, cast by pid"), Target(0.8)),
+    Row("get_or_spawn", "get_or_spawn of a running name", 200_000,
+        Base("ours", "local_call", label="ours, local call"), Target(), extra_floors=("dict_lookup",)),
+    Row("dynsup_start", "DynamicSupervisor starts children", 100_000,
+        Base("ours", "spawn", label="ours, plain spawn"), Target()),
+    Row("restart_10k", "restart children after SIGKILL of their worker", 10_000,
+        Base("ours", "spawn", label="ours, plain spawn"), Target()),
+    # issue 4: checkpoints
+    Row("ckpt_volatile", "checkpoint every=1, durable=False", 100_000,
+        Base("ours", "plain_counter", label="ours, same calls, no checkpoint"),
+        Target(min_ratio=1 / 1.5, note="cost <= 1.5x a plain call")),
+    Row("ckpt_durable", "checkpoint every=1, durable=True, sequential", 3_000,
+        Base("ours", "plain_counter", label="ours, same calls, no checkpoint"), Target()),
+    Row("durable_50", "50 durable actors, 2 workers, concurrent", 100_000,
+        Base("floor", "group_commit_2procs"), Target(min_value=20_000)),
+    Row("reactivate_10k", "reactivate passivated actors", 10_000,
+        Base("ours", "spawn", label="ours, plain spawn"), Target()),
+    # issue 8: scale
+    Row("million_idle", "idle actors on 2 workers, RSS", 1_000_000,
+        Base("floor", "memory_task_queue"), Target(max_value=2 * 1024**3 / 1_000_000,
+                                                   note="1M within 2 GB"), reps=1),
+    Row("cpu_2workers", "CPU-bound units, 2 workers vs 1", 400,
+        Base("ours", "cpu_1worker", label="ours, same units on 1 worker"), Target(1.6)),
 )
+# Scenarios that are only ever the base of another row.
+HIDDEN_N: dict[str, int] = {"plain_counter": 100_000, "cpu_1worker": 400}
 ROW_BY_NAME = {row.name: row for row in ROWS}
 
 
@@ -140,6 +182,13 @@ def _n(full: int, quick: bool) -> int:
     return max(full // QUICK_DIVISOR, 200) if quick else full
 
 
+def _scenario_n(name: str, quick: bool, full: bool) -> int:
+    row = ROW_BY_NAME.get(name)
+    if row is None:
+        return _n(HIDDEN_N[name], quick)
+    return _n(row.full_n if full and row.full_n else row.n, quick)
+
+
 async def _run_floor(results: Results, name: str, quick: bool) -> None:
     """Floors run in a thread on their own fresh uvloop loop; the node's loop waits, idle."""
     fn = FLOORS[name][1]
@@ -147,13 +196,15 @@ async def _run_floor(results: Results, name: str, quick: bool) -> None:
     results.floors.setdefault(name, Samples()).figures.append(figure)
 
 
-async def _run_row(results: Results, row: Row, quick: bool, reps: int, console: Console) -> None:
+async def _run_row(results: Results, row: Row, quick: bool, reps: int, console: Console,
+                   full: bool = False) -> None:
     """Alternate floor and kernel reps for one row inside one fresh Node."""
     floors = [f for f in ((row.base.name,) if row.base.kind == "floor" else ()) + row.extra_floors
               if f not in results.floors]
     ours = [row.name]
     if row.base.kind == "ours" and row.base.name not in results.ours:
         ours.insert(0, row.base.name)
+    reps = row.reps or reps
     try:
         from kernel import Node
         from tools.bench.scenarios import SCENARIOS
@@ -169,7 +220,7 @@ async def _run_row(results: Results, row: Row, quick: bool, reps: int, console: 
                 for name in floors:
                     await _run_floor(results, name, quick)
                 for name in ours:
-                    figure = await SCENARIOS[name](node, _n(ROW_BY_NAME[name].n, quick))
+                    figure = await SCENARIOS[name](node, _scenario_n(name, quick, full))
                     results.ours.setdefault(name, Samples()).figures.append(figure)
                 console.log(f"{row.name}: rep {rep + 1}/{reps} done")
     except Exception as exc:
@@ -181,14 +232,14 @@ async def _run_row(results: Results, row: Row, quick: bool, reps: int, console: 
 
 
 def run(names: Sequence[str], quick: bool = False, reps: int = REPS,
-        console: Console | None = None) -> Results:
+        console: Console | None = None, full: bool = False) -> Results:
     """Measure the named rows (floors included) and return every sample."""
     console = console or Console(stderr=True)
     results = Results()
 
     async def main() -> None:
         for name in names:
-            await _run_row(results, ROW_BY_NAME[name], quick, reps, console)
+            await _run_row(results, ROW_BY_NAME[name], quick, reps, console, full)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
@@ -253,7 +304,10 @@ def report(results: Results, names: Sequence[str]) -> dict[str, Any]:
                          samples=[f.value for f in samples.figures])
             if base:
                 ratio = med.value / base
-                entry.update(base_value=base, ratio=ratio, met=row.target.met(ratio, med.value))
+                entry.update(base_value=base, ratio=ratio)
+            needs_base = row.target.min_ratio is not None or row.target.max_ratio is not None
+            if not row.target.empty and (base or not needs_base):
+                entry["met"] = row.target.met(med.value / base if base else None, med.value)
         elif base:
             entry["base_value"] = base
         out["scenarios"][name] = entry
@@ -301,12 +355,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=list(ROW_BY_NAME), metavar="NAME",
                         help=f"run only this scenario and its floor (repeatable): {', '.join(ROW_BY_NAME)}")
     parser.add_argument("--reps", type=int, default=REPS, help="runs per measurement; the median is shown")
+    heavy = ", ".join(f"{r.name} {r.n:,} -> {r.full_n:,}" for r in ROWS if r.full_n)
+    parser.add_argument("--full", action="store_true",
+                        help=f"the issues' full sizes for the heavy rows ({heavy or 'none'})")
     args = parser.parse_args(argv)
     names = args.only or list(ROW_BY_NAME)
     console = Console(width=None if sys.stdout.isatty() else 120)
-    results = run(names, quick=args.quick, reps=args.reps, console=Console(stderr=True))
+    results = run(names, quick=args.quick, reps=args.reps, console=Console(stderr=True), full=args.full)
     summary = report(results, names)
-    summary["meta"].update(quick=args.quick, reps=args.reps)
+    summary["meta"].update(quick=args.quick, reps=args.reps, full=args.full)
     print_tables(summary, console)
     with open(args.json, "w") as fh:
         json.dump(summary, fh, indent=2)

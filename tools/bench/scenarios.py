@@ -7,11 +7,19 @@ the figure. Cross-worker scenarios put the other end on worker 1.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import os
+import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kernel import Node
-from tools.bench.actors import Driver
+import psutil
+
+from kernel import Node, Pid
+from supervisors import ChildSpec, DynamicSupervisor, start_child, which_children
+from tools.bench.actors import Counter, Driver, DurableCounter, Idle, VolatileCounter
 from tools.bench.figure import Figure
 
 TIMEOUT = 600.0
@@ -84,6 +92,184 @@ async def ring_2workers(node: Node, n: int) -> Figure:
     return Figure.rate(n, r["seconds"], "hop/s")
 
 
+_serial = itertools.count()
+
+
+def _tag(what: str) -> str:
+    """A name part unique in this process, so reps never meet a checkpoint from an earlier rep."""
+    return f"{what}-{os.getpid()}-{next(_serial)}"
+
+
+# ---------------------------------------------------------------- issue 3: registry and supervisors
+
+
+async def send_by_name(node: Node, n: int) -> Figure:
+    """As ``local_cast`` but every cast addressed by the receiver's registered name (msgs/s)."""
+    r = await _drive(node, ("cast_by_name", n))
+    return Figure.rate(n, r["seconds"], "msg/s")
+
+
+async def get_or_spawn_existing(node: Node, n: int) -> Figure:
+    """``registry.get_or_spawn`` of a name whose holder runs, from an actor on worker 0 (calls/s)."""
+    r = await _drive(node, ("get_or_spawn", n))
+    return Figure.rate(n, r["seconds"], "call/s", mean_us=r["seconds"] / n * 1e6)
+
+
+async def dynsup_start(node: Node, n: int) -> Figure:
+    """A DynamicSupervisor starts n idle children, one awaited ``start_child`` each (children/s)."""
+    r = await _drive(node, ("dynsup", n))
+    return Figure.rate(n, r["seconds"], "child/s", rss_per_child=r["rss_per_child"])
+
+
+async def restart_after_kill(node: Node, n: int) -> Figure:
+    """Seconds until a DynamicSupervisor on worker 0 has restarted its n children after their worker
+    (worker 1) was SIGKILLed: polled with ``which_children`` until every child has a new pid.
+
+    Headline is children restarted per second; ``seconds`` beside it. Bounded at 300 s.
+    """
+    sup = await node.spawn(DynamicSupervisor, max_restarts=10 * n, max_seconds=60.0, worker=0)
+    try:
+        batch = 200
+        for start in range(0, n, batch):
+            await asyncio.gather(*(start_child(sup, ChildSpec(i, Idle, worker=1, shutdown="brutal_kill"))
+                                   for i in range(start, min(start + batch, n))))
+        before = {cid: pid for cid, pid, _ in await which_children(sup)}
+        if len(before) != n or any(p is None or p.worker != 1 for p in before.values()):
+            raise AssertionError("children not all running on worker 1 before the kill")
+        os.kill(node.workers[1], signal.SIGKILL)
+        t0 = time.perf_counter()
+        deadline = t0 + 300.0
+        while True:
+            now = await which_children(sup)
+            if len(now) == n and all(p is not None and p != before[cid] for cid, p, _ in now):
+                break
+            if time.perf_counter() > deadline:
+                raise TimeoutError("children not all restarted 300 s after the SIGKILL")
+            await asyncio.sleep(0.01)
+        seconds = time.perf_counter() - t0
+        on_1 = sum(1 for _, p, _ in now if p is not None and p.worker == 1)
+    finally:
+        await node.stop(sup, timeout=120.0)
+    await _worker_back(node, 1)
+    return Figure.rate(n, seconds, "child/s", elapsed_s=seconds, restarted_on_worker_1=on_1)
+
+
+async def _worker_back(node: Node, index: int, limit: float = 60.0) -> None:
+    """Wait (bounded) until worker ``index`` runs again, so the next rep starts on a whole node."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        try:
+            pid = await node.spawn(Idle, worker=index)
+        except Exception:
+            await asyncio.sleep(0.05)
+            continue
+        node.exit(pid, "kill")
+        return
+    raise TimeoutError(f"worker {index} not back {limit} s after the kill")
+
+
+# ---------------------------------------------------------------- issue 4: checkpoints
+
+
+async def _counter(node: Node, n: int, cls: type[Counter]) -> Figure:
+    r = await _drive(node, ("counter_calls", n, cls, ("bench-counter", _tag(cls.__name__))))
+    return Figure.rate(n, r["seconds"], "call/s", mean_us=r["seconds"] / n * 1e6)
+
+
+async def plain_counter(node: Node, n: int) -> Figure:
+    """Sequential calls to a named counter on the caller's worker, no checkpoint (calls/s)."""
+    return await _counter(node, n, Counter)
+
+
+async def ckpt_volatile(node: Node, n: int) -> Figure:
+    """As ``plain_counter`` with ``Checkpoint(every=1, durable=False)``: every call checkpoints."""
+    return await _counter(node, n, VolatileCounter)
+
+
+async def ckpt_durable(node: Node, n: int) -> Figure:
+    """As ``plain_counter`` with ``Checkpoint(every=1, durable=True)``: each reply waits for its commit."""
+    return await _counter(node, n, DurableCounter)
+
+
+async def _commits(node: Node) -> int:
+    snap = await node.snapshot()
+    return sum(int(w.get("commits", 0)) for w in snap["workers"])
+
+
+DURABLE_ACTORS = 50
+
+
+async def durable_50(node: Node, n: int) -> Figure:
+    """50 named durable counters, 25 per worker, each called by its own caller on its worker; n calls
+    in all (acknowledged calls/s). Commits are the workers' ``commits`` counters (snapshot) before and
+    after; actors per commit = acknowledged calls / commits (each call changes its actor's state)."""
+    tag = _tag("d50")
+    targets: list[Pid] = [await node.spawn(DurableCounter, name=("bench-durable", tag, i), worker=i % 2)
+                          for i in range(DURABLE_ACTORS)]
+    try:
+        per = max(n // DURABLE_ACTORS, 1)
+        c0 = await _commits(node)
+        r = await _drive(node, ("call_targets", per, targets))
+        commits = await _commits(node) - c0
+    finally:
+        for pid in targets:
+            await node.stop(pid, timeout=60.0)
+    total = per * DURABLE_ACTORS
+    return Figure.rate(total, r["seconds"], "call/s", commits_per_s=commits / r["seconds"],
+                       actors_per_commit=total / max(commits, 1))
+
+
+async def reactivate(node: Node, n: int) -> Figure:
+    """Reactivation of n passivated ``PassiveCounter``s (idle_timeout 0.3 s) by ``get_or_spawn`` + a
+    call each, 100 in flight, across 2 workers (actors/s). ``first_per_s`` is the first activation
+    (no checkpoint yet) in the same run; ``restored`` counts the actors that came back with state."""
+    r = await _drive(node, ("reactivate", n, _tag("re"), 2))
+    if r["restored"] != n:
+        raise AssertionError(f"only {r['restored']} of {n} actors came back with their checkpoint")
+    return Figure.rate(n, r["seconds"], "actor/s", first_per_s=n / r["first_seconds"])
+
+
+# ---------------------------------------------------------------- issue 8: scale
+
+
+def _workers_rss(node: Node) -> int:
+    return sum(psutil.Process(p).memory_info().rss for p in node.workers)
+
+
+async def million_idle(node: Node, n: int) -> Figure:
+    """n idle actors, half spawned on each worker by a driver on that worker; the headline is the
+    growth of the workers' total RSS per actor (psutil), ``total_rss`` the workers' RSS after."""
+    rss0 = _workers_rss(node)
+    drivers = [await node.spawn(Driver, worker=w) for w in (0, 1)]
+    t0 = time.perf_counter()
+    await asyncio.gather(*(node.call(d, ("spawn_idle", n // 2), timeout=TIMEOUT) for d in drivers))
+    seconds = time.perf_counter() - t0
+    rss = _workers_rss(node)
+    for d in drivers:
+        await node.stop(d)
+    return Figure((rss - rss0) / (n // 2 * 2), "B/actor", {"total_rss": float(rss), "actors": float(n),
+                                                           "spawn_per_s": n / seconds})
+
+
+CRUNCHERS_PER_WORKER = 2
+
+
+async def _crunch(node: Node, units: int, workers: list[int]) -> Figure:
+    r = await _drive(node, ("crunch", units, workers, CRUNCHERS_PER_WORKER))
+    done = units // (len(workers) * CRUNCHERS_PER_WORKER) * len(workers) * CRUNCHERS_PER_WORKER
+    return Figure.rate(done, r["seconds"], "unit/s")
+
+
+async def cpu_1worker(node: Node, n: int) -> Figure:
+    """CPU-bound units (pure-Python loops) on 2 actors, both on worker 0; worker 1 idle (units/s)."""
+    return await _crunch(node, n, [0])
+
+
+async def cpu_2workers(node: Node, n: int) -> Figure:
+    """The same units on 2 actors per worker, on both workers (aggregate units/s)."""
+    return await _crunch(node, n, [0, 1])
+
+
 SCENARIOS: dict[str, Scenario] = {
     "local_cast": local_cast,
     "local_call": local_call,
@@ -94,4 +280,16 @@ SCENARIOS: dict[str, Scenario] = {
     "idle_memory": idle_memory,
     "ring_local": ring_local,
     "ring_2workers": ring_2workers,
+    "send_by_name": send_by_name,
+    "get_or_spawn": get_or_spawn_existing,
+    "dynsup_start": dynsup_start,
+    "restart_10k": restart_after_kill,
+    "plain_counter": plain_counter,
+    "ckpt_volatile": ckpt_volatile,
+    "ckpt_durable": ckpt_durable,
+    "durable_50": durable_50,
+    "reactivate_10k": reactivate,
+    "million_idle": million_idle,
+    "cpu_1worker": cpu_1worker,
+    "cpu_2workers": cpu_2workers,
 }
