@@ -1,0 +1,191 @@
+"""The interactive observer in a real terminal (tmux), against a real ``python -m kernel run`` node.
+
+What a user does: run an app in one terminal, the observer in another, move to an actor in the tree,
+press ``k``, confirm, and watch the supervisor bring the child back under a new pid; then Ctrl-C the
+app, which must exit 0 and leave no worker process behind.
+
+Every wait is on an event: a line the runner prints, or what the terminal shows (a bounded poll of
+``tmux capture-pane``). The node and the observer share a private runtime directory and a unique
+node name, and tmux runs its own server (``-L``), so nothing here sees or touches other nodes or
+sessions.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BOUND = 20.0
+TMUX = shutil.which("tmux")
+
+pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed: the terminal test needs it")
+
+
+class Tmux:
+    """One private tmux server (its own socket name) with one session: type into it, read the screen."""
+
+    def __init__(self) -> None:
+        assert TMUX is not None
+        self.base = [TMUX, "-L", f"pyotp-test-{uuid.uuid4().hex[:8]}"]
+        self.session = "observer"
+
+    def run(self, *args: str) -> str:
+        # The server (and so the pane) inherits this environment: a COLUMNS/LINES set by the test runner
+        # would make the app draw 80x24 inside the 160x45 pane, so they are left out.
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        done = subprocess.run(
+            [*self.base, *args], capture_output=True, text=True, timeout=BOUND, check=True, env=env
+        )
+        return done.stdout
+
+    def start(self, command: str) -> None:
+        self.run("new-session", "-d", "-s", self.session, "-x", "160", "-y", "45", command)
+        self.run("set-option", "-t", self.session, "remain-on-exit", "on")  # keep a crash on screen
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", self.session, *keys)
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", self.session)
+
+    def wait_for(self, what: str, fact: Callable[[str], object]) -> str:
+        """Poll the screen until ``fact(screen)`` holds; fail past BOUND showing the last screen."""
+        deadline = time.monotonic() + BOUND
+        while True:
+            text = self.screen()
+            if fact(text):
+                return text
+            if time.monotonic() > deadline:
+                pytest.fail(f"the observer never showed {what} within {BOUND}s; last screen:\n{text}")
+            time.sleep(0.05)  # between two reads of the terminal: a poll interval, not a synchronising sleep
+
+    def close(self) -> None:
+        subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=BOUND, check=False)
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    term = Tmux()
+    try:
+        yield term
+    finally:
+        term.close()
+
+
+@pytest.fixture
+def runtime_env() -> Iterator[dict[str, str]]:
+    """A private runtime directory (short path: Unix socket paths are limited to 108 bytes)."""
+    base = tempfile.mkdtemp(prefix="otx", dir="/tmp")  # created 0700
+    env = {**os.environ, "XDG_RUNTIME_DIR": base, "COLUMNS": "300", "PYTHONUNBUFFERED": "1"}
+    try:
+        yield env
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def start_runner(name: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
+    """``python -m kernel run`` of the test app; its output lines arrive on the queue (None at EOF)."""
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "kernel", "run", "tests.apps.observer_app:children",
+         "--workers", "2", "--name", name],
+        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert runner.stdout is not None
+        with runner.stdout:  # closed at EOF: when the runner and its workers (which share it) are gone
+            for line in runner.stdout:
+                lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return runner, lines
+
+
+def wait_line(lines: queue.Queue[str | None], needle: str, seen: list[str]) -> None:
+    deadline = time.monotonic() + BOUND
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            pytest.fail(f"the runner never printed {needle!r}; output so far:\n{''.join(seen)}")
+        if line is None:
+            pytest.fail(f"the runner exited before printing {needle!r}; output:\n{''.join(seen)}")
+        seen.append(line)
+        if needle in line:
+            return
+
+
+def tree_pid(screen: str, child_id: str) -> str | None:
+    """The pid on the tree line of the supervised child ``child_id`` (``<0.2> [alpha] Counter …``)."""
+    found = re.search(rf"(<\d+\.\d+(?:\.\d+)?>) \[{child_id}\] Counter", screen)
+    return found.group(1) if found else None
+
+
+def test_kill_from_the_observer_in_a_terminal_and_ctrl_c_the_runner(
+    tmux: Tmux, runtime_env: dict[str, str], tmp_path: Path
+) -> None:
+    name = f"tmux-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    runner, lines = start_runner(name, runtime_env)
+    output: list[str] = []
+    workers: list[psutil.Process] = []
+    try:
+        wait_line(lines, "watch it live", output)
+        workers = psutil.Process(runner.pid).children()
+        assert len(workers) == 2, f"expected 2 worker processes, got {workers}"
+
+        tmux.start(
+            f"cd {ROOT} && exec env XDG_RUNTIME_DIR={runtime_env['XDG_RUNTIME_DIR']} "
+            f"{sys.executable} -m tools.observer --node {name} --interval 0.5"
+        )
+        screen = tmux.wait_for(
+            "the supervision tree", lambda s: tree_pid(s, "alpha") and tree_pid(s, "beta") and "root" in s
+        )
+        assert f"node {name}" in screen
+        alpha, beta = tree_pid(screen, "alpha"), tree_pid(screen, "beta")
+
+        # The tree has focus with its cursor on the node line: root supervisor, then alpha.
+        tmux.keys("Down", "Down")
+        tmux.wait_for("alpha selected in the detail panel", lambda s: "key       root/alpha" in s)
+        tmux.keys("k")
+        tmux.wait_for("the kill confirmation", lambda s: f"Kill {alpha}" in s)
+        tmux.keys("y")
+        screen = tmux.wait_for(
+            "alpha restarted under a new pid", lambda s: tree_pid(s, "alpha") not in (None, alpha)
+        )
+        (tmp_path / "observer-after-kill.txt").write_text(screen)
+        print(f"\n--- observer after killing {alpha} ---\n{screen}")  # the capture, for reports (-s)
+        restarted = tree_pid(screen, "alpha")
+        assert re.search(rf"{re.escape(str(restarted))} \[alpha\] Counter w0 .*restarts=1", screen), screen
+        assert tree_pid(screen, "beta") == beta, "one_for_one: the sibling must keep its pid"
+        tmux.keys("q")
+
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=BOUND) == 0, "".join(output)
+        # The runner reaps its workers before it exits (API.md section 1): none may be left even briefly.
+        alive = [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, f"worker processes left after Ctrl-C: {alive}"
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait(timeout=BOUND)
+        for proc in workers:
+            if proc.is_running():
+                proc.kill()
