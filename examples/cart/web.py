@@ -74,8 +74,11 @@ def make_app() -> web.Application:
 
     @routes.post("/carts/{user}/items")
     async def add(request: web.Request) -> web.Response:
-        body = await request.json()
-        sku, qty = body.get("sku"), body.get("qty", 1)
+        try:
+            body = await request.json()
+        except ValueError:  # not JSON: the client's mistake, a 400, not a 500 with a traceback
+            body = None
+        sku, qty = (body.get("sku"), body.get("qty", 1)) if isinstance(body, dict) else (None, None)
         if not isinstance(sku, str) or not isinstance(qty, int):
             return web.json_response({"error": "body must be {\"sku\": str, \"qty\": int}"}, status=400)
         return _reply(await ask_cart(request.match_info["user"], ("add", _key(request), sku, qty)))
