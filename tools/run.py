@@ -27,6 +27,17 @@ from supervisors import ChildSpec, Supervisor
 console = Console(stderr=True)
 
 
+def _positive_int(text: str) -> int:
+    """``--workers``: a count of processes, refused by argparse (usage + exit 2) before a node boots."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m kernel",
@@ -37,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "SIGINT or SIGTERM, then shut the tree down in order and exit 0.")
     run.add_argument("target", metavar="MODULE:ATTR",
                      help="a ChildSpec or a list of ChildSpecs, e.g. myapp:children")
-    run.add_argument("--workers", type=int, default=None,
+    run.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                      help="worker OS processes (default: one per CPU core)")
     run.add_argument("--state", default=None,
                      help="SQLite checkpoint file (default: a temporary file removed at exit)")
