@@ -48,7 +48,7 @@ def _pct(values: list[float], q: float) -> float:
 def test_all_workers_write_while_the_observer_polls(tmp_path: Any) -> None:
     actors_per_worker = scale(40, 200)
     callers = scale(16, 64)
-    seconds = scale(3, 300)
+    seconds = scale(2, 300)
     workers = 2
 
     async def body(node: Node) -> dict[str, Any]:
