@@ -24,3 +24,16 @@ def test_quick_local_cast_yields_a_figure_and_a_ratio(tmp_path):
     assert row["ratio"] > 0
     assert row["target"] == ">= 0.5x"
     assert isinstance(row["met"], bool)
+
+
+@pytest.mark.timeout(60)
+def test_quick_registry_and_checkpoint_rows_yield_figures(tmp_path):
+    out = tmp_path / "bench.json"
+    main(["--quick", "--only", "send_by_name", "--only", "ckpt_volatile", "--reps", "1", "--json", str(out)])
+    summary = json.loads(out.read_text())
+    for name in ("send_by_name", "ckpt_volatile"):
+        row = summary["scenarios"][name]
+        assert row["error"] is None
+        assert row["median"] > 0
+        assert row["ratio"] > 0
+        assert isinstance(row["met"], bool)

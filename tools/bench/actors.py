@@ -346,6 +346,14 @@ class Driver(Actor):
         pids = [await self.spawn(Cruncher, worker=w) for w in workers for _ in range(per_worker)]
         share = units // len(pids)
         self.pending = (caller, time.perf_counter(), len(pids), pids)
+        # Remote ones first, then a yield so their frame leaves: a cast to an idle actor on this worker
+        # may be handed off directly, running its whole CPU-bound handler inside this loop right away.
+        mine = self.pid.worker
         for pid in pids:
-            self.cast(pid, (share, self.pid))
+            if pid.worker != mine:
+                self.cast(pid, (share, self.pid))
+        await asyncio.sleep(0)
+        for pid in pids:
+            if pid.worker == mine:
+                self.cast(pid, (share, self.pid))
         return NoReply

@@ -344,6 +344,30 @@ def group_commit_2procs(n: int) -> Figure:
                                                  "rows_per_commit": r["rows_per_commit"]})
 
 
+_CRUNCH = ("import sys, time\n"
+           "t0 = time.time(); acc = 0\n"
+           "for _ in range(int(sys.argv[1])):\n"
+           "    for i in range(20_000): acc += i * i\n"
+           "print(t0, time.time())\n")
+
+
+def _crunch_procs(units: list[int]) -> float:
+    """Wall seconds from the first child's start of work to the last one's end (start-up excluded)."""
+    children = [subprocess.Popen([sys.executable, "-c", _CRUNCH, str(u)], stdout=subprocess.PIPE, text=True)
+                for u in units]
+    spans = [tuple(map(float, c.communicate()[0].split())) for c in children]
+    return max(end for _, end in spans) - min(start for start, _ in spans)
+
+
+def cpu_scaling_raw(n: int) -> Figure:
+    """What the machine allows right now: n units of the ``Cruncher``'s pure-Python loop in 1 process,
+    then split over 2 processes started together (no framework); the figure is the speed-up (x).
+    On a shared VM it falls well below 2 when the second core is busy with other work."""
+    one = _crunch_procs([n])
+    two = _crunch_procs([n // 2, n - n // 2])
+    return Figure(one / two, "x", {"one_proc_units_per_s": n / one, "two_procs_units_per_s": n / two})
+
+
 FloorFn = Callable[[int], Figure]
 
 FLOORS: dict[str, tuple[str, FloorFn]] = {
@@ -357,5 +381,6 @@ FLOORS: dict[str, tuple[str, FloorFn]] = {
     "ring_tasks": ("ring of 1000 bare tasks", ring_tasks),
     "dict_lookup": ("dict.get of a tuple key", dict_lookup),
     "group_commit_2procs": ("bare GroupCommitter, 2 procs x 25 tasks", group_commit_2procs),
+    "cpu_scaling_raw": ("CPU loop, 2 raw processes vs 1 (speed-up)", cpu_scaling_raw),
 }
 """Floor name -> (label, function). Names are what scenarios refer to and what JSON records."""
