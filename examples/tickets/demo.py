@@ -124,8 +124,14 @@ def judge(results: Sequence[ScenarioResult]) -> tuple[Claim, ...]:
 
 
 async def demo(*, workers: int = 2, tickets: int = 10_000, agents: int = 4, customers: int = 40,
-               crash_on_sale: int = 200) -> TicketsReport:
-    """Run scenario A then B on one node under the same crowd; return what was measured and judged."""
+               crash_on_sale: int | None = None) -> TicketsReport:
+    """Run scenario A then B on one node under the same crowd; return what was measured and judged.
+
+    The rigged agent crashes on its ``crash_on_sale``-th sale; by default a tenth of a fair share, so
+    the crash happens however unevenly a busy machine spreads the customers over the agents.
+    """
+    if crash_on_sale is None:
+        crash_on_sale = max(1, tickets // (agents * 10))
     async with asyncio.timeout(50), Node(workers=workers, name=None) as node:
         results = tuple([
             await run_scenario(node, scenario, mode, tickets=tickets, agents=agents,
