@@ -42,17 +42,17 @@ from typing import Any, NamedTuple
 import sqlite_utils
 
 from .codec import decode, key_from_text, key_to_text
-from .errors import CheckpointWriteFailed, StaleEpoch
+from .errors import CheckpointCorrupt, CheckpointWriteFailed, StaleEpoch
 
 __all__ = [
     "Activate", "Activation", "CheckpointStore", "CommitterStats", "DeadLetter", "Entry",
     "GroupCommitter", "Record", "Write", "dead_letters", "entries", "keys", "load", "record",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA: dict[str, tuple[dict[str, Any], str]] = {
     "checkpoints": ({"key": str, "epoch": int, "data": bytes, "codec": str, "class_name": str,
-                     "version": int, "updated": float}, "key"),
+                     "version": int, "updated": float, "digest": bytes}, "key"),
     "epochs": ({"key": str, "epoch": int}, "key"),
     "dead_letters": ({"id": int, "key": str, "message": bytes, "error": str, "count": int,
                       "created": float}, "id"),
@@ -62,16 +62,17 @@ _DEFAULTS: dict[str, Any] = {"epoch": 0, "codec": "pickle", "class_name": "", "v
 # Fenced upsert: written only if the epoch is not older than the key's activation epoch (the WHERE of the
 # SELECT) nor older than the stored checkpoint's (the WHERE of the UPDATE); rowcount 0 means refused.
 _UPSERT = """
-INSERT INTO checkpoints(key, epoch, data, codec, class_name, version, updated)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+INSERT INTO checkpoints(key, epoch, data, codec, class_name, version, updated, digest)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
 WHERE ?2 >= coalesce((SELECT epoch FROM epochs WHERE key = ?1), 0)
 ON CONFLICT(key) DO UPDATE SET epoch = excluded.epoch, data = excluded.data, codec = excluded.codec,
-    class_name = excluded.class_name, version = excluded.version, updated = excluded.updated
+    class_name = excluded.class_name, version = excluded.version, updated = excluded.updated,
+    digest = excluded.digest
 WHERE excluded.epoch >= checkpoints.epoch
 """
 _CURRENT_EPOCH = """SELECT max(coalesce((SELECT epoch FROM epochs WHERE key = ?1), 0),
                                coalesce((SELECT epoch FROM checkpoints WHERE key = ?1), 0))"""
-_RECORD = "SELECT key, epoch, data, codec, class_name, version, updated FROM checkpoints"
+_RECORD = "SELECT key, epoch, data, codec, class_name, version, updated, digest FROM checkpoints"
 
 
 class Record(NamedTuple):
@@ -84,8 +85,16 @@ class Record(NamedTuple):
     class_name: str
     version: int
     updated: float
+    digest: bytes | None = None
 
     def state(self) -> Any:
+        """The decoded state; a blob that no longer matches its digest raises ``CheckpointCorrupt``.
+
+        The digest catches corruption that still decodes (a flipped byte inside a string), which would
+        otherwise restore silently as a different state. Rows written before digests existed have none.
+        """
+        if self.digest is not None and _digest(self.data) != self.digest:
+            raise CheckpointCorrupt(self.key)
         return decode(self.data, self.codec)
 
 
@@ -316,7 +325,7 @@ class CheckpointStore:
     def _write_run(self, ops: Sequence[Write | Activate], texts: Sequence[str], run: list[int],
                    results: list[bool | StaleEpoch | Activation], now: float) -> None:
         writes = [(i, ops[i]) for i in run]
-        rows = [(texts[i], w.epoch, w.data, w.codec, w.class_name, w.version, now)
+        rows = [(texts[i], w.epoch, w.data, w.codec, w.class_name, w.version, now, _digest(w.data))
                 for i, w in writes if isinstance(w, Write)]
         if len(rows) > 1:  # fast path: no write refused (zombies are rare); else redo row by row
             self._conn.execute("SAVEPOINT run")
@@ -493,6 +502,18 @@ class GroupCommitter:
             for _, _, waiter in batch:
                 if not waiter.done():  # each waiter gets its own copy: tracebacks are per raise
                     waiter.set_exception(_copy_exception(exc))
+            # A later write of the same incarnation was built on top of the state that just failed to
+            # commit: letting it through would put the refused change in the file anyway. Fail it too.
+            failed = {(text, op.epoch) for op, text, _ in batch if isinstance(op, Write)}
+            kept = []
+            for item in self._queue:
+                op, text, waiter = item
+                if isinstance(op, Write) and (text, op.epoch) in failed:
+                    if not waiter.done():
+                        waiter.set_exception(_copy_exception(exc))
+                else:
+                    kept.append(item)
+            self._queue[:] = kept
         else:
             for (_, _, waiter), result in zip(batch, done.result(), strict=True):
                 if waiter.done():

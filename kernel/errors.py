@@ -13,6 +13,7 @@ __all__ = [
     "ActorExited",
     "AlreadyStarted",
     "CallTimeout",
+    "CheckpointCorrupt",
     "CheckpointWriteFailed",
     "KernelError",
     "MailboxFull",
@@ -173,3 +174,16 @@ class Quarantined(KernelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.dest,))
+
+
+class CheckpointCorrupt(KernelError):
+    """A stored checkpoint no longer matches its digest: it was damaged on disk; it is not restored."""
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        super().__init__(
+            f"the checkpoint of {key!r} does not match its digest: the file was damaged; restore it from a "
+            "backup, or inspect it with `python -m tools.checkpoints` and delete the row to start fresh")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key,))

@@ -98,7 +98,7 @@ def test_schema_wal_and_columns(store: CheckpointStore, db: str) -> None:
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     cols = {r[1]: r[2] for r in conn.execute("PRAGMA table_info(checkpoints)")}
     assert cols == {"key": "TEXT", "epoch": "INTEGER", "data": "BLOB", "codec": "TEXT",
-                    "class_name": "TEXT", "version": "INTEGER", "updated": "REAL"}
+                    "class_name": "TEXT", "version": "INTEGER", "updated": "REAL", "digest": "BLOB"}
     dl = [r[1] for r in conn.execute("PRAGMA table_info(dead_letters)")]
     assert dl == ["id", "key", "message", "error", "count", "created"]
 

@@ -28,8 +28,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from kernel import Actor, ActorExited, Checkpoint, Crash, Node, checkpoints
 from kernel.codec import key_to_text
 from tests.reliability.support import record, run_node, scale, soak_timeout
@@ -175,8 +173,6 @@ def test_corrupt_checkpoint_row_crashes_clearly_never_starts_empty(tmp_path: Pat
     record(3, "test_corrupt_checkpoint_row_crashes_clearly_never_starts_empty", **tally, crashes=crashes)
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoint rows carry no checksum: a flipped byte that still "
-                   "decodes is restored silently as a different state (see reliability-findings.md)")
 def test_corrupt_checkpoint_payload_that_still_decodes_is_detected(tmp_path: Path) -> None:
     path = str(tmp_path / "r3.db")
     journal = str(tmp_path / INITS)

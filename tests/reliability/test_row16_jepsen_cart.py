@@ -30,8 +30,6 @@ import signal
 import time
 from typing import Any
 
-import pytest
-
 from kernel import Actor, ActorExited, Checkpoint, Crash, KernelError, Node, NoReply, checkpoints
 from registry import get_or_spawn
 from tests.reliability.support import SOAK, record, run_node, scale, soak_timeout
@@ -237,9 +235,6 @@ class _Vault(Actor):
         raise ValueError(request)
 
 
-@pytest.mark.xfail(strict=True, reason="a durable write that failed (SQLITE_FULL, caller told the actor "
-                   "exited) is carried into the file by the next write of messages the actor handled "
-                   "before the failure was known (see reliability-findings.md)")
 def test_failed_write_is_not_carried_by_a_later_write(tmp_path: Any) -> None:
     async def body(node: Node) -> dict[str, Any]:
         gate = await node.spawn(_Gate, worker=0)
