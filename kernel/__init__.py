@@ -106,6 +106,8 @@ def __getattr__(name: str) -> Any:
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on uvloop."""
+    if not asyncio.iscoroutine(main):
+        raise TypeError(f"main must be a coroutine (call your async function: run(main())), got {main!r}")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
 

@@ -146,6 +146,14 @@ class Actor(Proc):
                                        (_SEND, cls.handle_info)) if _never_suspends(handler))
         cls._policy = checkpoint_policy(cls)
 
+    @classmethod
+    def check_args(cls, *args: Any, **kwargs: Any) -> None:
+        """Validate spawn arguments in the spawner, before anything is sent or started.
+
+        Raise ``TypeError``/``ValueError`` naming the bad argument; the default accepts anything (``init``
+        still checks). Supervisors use it so a bad strategy or child spec fails at the call site.
+        """
+
     async def init(self, *args: Any, **kwargs: Any) -> None:
         if args or kwargs:
             raise TypeError(

@@ -63,10 +63,7 @@ class Node:
         if state is not None and not isinstance(state, (str, os.PathLike)):
             raise TypeError(f"state must be a path (str or os.PathLike) or None, got {type(state).__name__}")
         if name is not None:
-            try:
-                validate_node_name(name)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"name: {exc}") from None
+            validate_node_name(name)  # TypeError/ValueError naming `name`
         if not isinstance(max_message, int) or isinstance(max_message, bool) or max_message < 1024:
             raise ValueError(f"max_message must be an int of at least 1024 bytes, got {max_message!r}")
         self.max_message = max_message

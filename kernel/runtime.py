@@ -504,6 +504,8 @@ class Runtime:
         check_spawnable(cls)
         if name is not None:
             check_name(name)
+        if isinstance(cls, type) and issubclass(cls, Actor):
+            cls.check_args(*args, **kwargs)
         if worker is None:
             if self.index == NODE:
                 worker = self._rr % self.workers

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 import uvloop
@@ -45,8 +46,13 @@ def _snapshot(rt: Runtime, started: dict[str, Any]) -> dict[str, Any]:
 
     proc = started.setdefault("psutil", psutil.Process())
     with proc.oneshot():
-        cpu = proc.cpu_percent(None)
         rss = proc.memory_info().rss
+    # CPU % since the previous snapshot (or since start): psutil's first cpu_percent() is always 0.
+    now, times = time.monotonic(), os.times()
+    used = times.user + times.system
+    last_at, last_used = started.get("cpu", (started["boot"], started["boot_cpu"]))
+    cpu = 100.0 * (used - last_used) / max(now - last_at, 1e-6)
+    started["cpu"] = (now, used)
     actors = []
     for p in list(rt.procs.values()):
         mbox = len(p._mbox) if p._mbox else 0
@@ -98,7 +104,8 @@ async def _serve(config: dict[str, Any]) -> None:
     rt.store = CheckpointService(config["state"])
     rt.listener.max_message = config["max_message"]
     done: asyncio.Future[None] = loop.create_future()
-    started: dict[str, Any] = {}
+    boot = os.times()
+    started: dict[str, Any] = {"boot": time.monotonic(), "boot_cpu": boot.user + boot.system}
 
     async def shutdown() -> None:
         for proc in list(rt.procs.values()):

@@ -8,6 +8,7 @@ from kernel import Pid
 
 from .base import SupervisorBase
 from .errors import SupervisorError
+from .intensity import RestartIntensity
 from .shutdown import shutdown_many
 from .spec import ChildSpec
 
@@ -32,6 +33,13 @@ class DynamicSupervisor(SupervisorBase):
 
     max_children: int | None
 
+    @classmethod
+    def check_args(cls, strategy: str = "one_for_one", max_restarts: int = 3, max_seconds: float = 5.0,
+                   max_children: int | None = None) -> None:
+        """Checked in the spawner: bad flags fail before anything starts."""
+        _check_flags(strategy, max_children)
+        RestartIntensity(max_restarts, max_seconds)
+
     async def init(
         self,
         strategy: str = "one_for_one",
@@ -44,13 +52,7 @@ class DynamicSupervisor(SupervisorBase):
         Raises:
             TypeError, ValueError: a bad argument (the message names it).
         """
-        if strategy != "one_for_one":
-            raise ValueError(f"strategy of a DynamicSupervisor must be 'one_for_one', got {strategy!r}")
-        if max_children is not None:
-            if isinstance(max_children, bool) or not isinstance(max_children, int):
-                raise TypeError(f"max_children must be an int >= 0 or None, got {max_children!r}")
-            if max_children < 0:
-                raise ValueError(f"max_children must be an int >= 0 or None, got {max_children!r}")
+        _check_flags(strategy, max_children)
         self.max_children = max_children
         self._sup_setup(max_restarts, max_seconds)
 
@@ -84,3 +86,13 @@ class DynamicSupervisor(SupervisorBase):
         self._sup_children.clear()
         self._sup_by_pid.clear()
         await shutdown_many(self, running)
+
+
+def _check_flags(strategy: str, max_children: int | None) -> None:
+    if strategy != "one_for_one":
+        raise ValueError(f"strategy of a DynamicSupervisor must be 'one_for_one', got {strategy!r}")
+    if max_children is not None:
+        if isinstance(max_children, bool) or not isinstance(max_children, int):
+            raise TypeError(f"max_children must be an int >= 0 or None, got {max_children!r}")
+        if max_children < 0:
+            raise ValueError(f"max_children must be an int >= 0 or None, got {max_children!r}")

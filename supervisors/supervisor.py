@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from .base import SupervisorBase
 from .child import Child, StartFailed
 from .errors import SupervisorError
+from .intensity import RestartIntensity
 from .spec import ChildSpec, check_children
 
 __all__ = ["STRATEGIES", "Supervisor"]
@@ -38,6 +39,17 @@ class Supervisor(SupervisorBase):
     """
 
     strategy: str
+
+    @classmethod
+    def check_args(cls, strategy: str = "one_for_one", children: Iterable[ChildSpec] = (),
+                   max_restarts: int = 3, max_seconds: float = 5.0) -> None:
+        """Checked in the spawner: a bad strategy, flag or child spec fails before anything starts."""
+        if not isinstance(strategy, str) or strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if not isinstance(children, (list, tuple)):
+            raise TypeError(f"children must be a list of ChildSpec, got {type(children).__name__}")
+        check_children(children)
+        RestartIntensity(max_restarts, max_seconds)
 
     async def init(
         self,

@@ -384,7 +384,12 @@ def test_sigkill_while_committing_leaves_whole_batches(tmp_path: Path) -> None:
             assert line, proc.stderr.read() if proc.stderr else ""
             acked = int(line)
         proc.send_signal(signal.SIGKILL)
-        rest, _ = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        # read() drains what readline() already buffered; communicate() would read the fd past it
+        rest = proc.stdout.read()
+        proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
         acked = max([acked, *map(int, rest.split())])
         assert integrity(path) == "ok"
         seqs = {checkpoints.load(path, f"k{i}") for i in range(20)}
