@@ -6,9 +6,8 @@ with unique ids and record every operation's outcome, as Jepsen does:
 
 * ``ok``: the reply came: the add is acknowledged, so it must be in the final state;
 * ``fail``: the call failed with ``ActorExited(Crash(... checkpoint write failed: SQLITE_FULL ...))``:
-  the kernel says nothing of that write landed (``CheckpointWriteFailed``). It can still show up later
-  (a known finding, see ``test_failed_write_is_not_carried_by_a_later_write``), so these are counted
-  as ``failed_then_present``, not asserted;
+  the kernel says nothing of that write landed (``CheckpointWriteFailed``), and it must not show up
+  later either (``failed_then_present`` == 0; see ``test_failed_write_is_not_carried_by_a_later_write``);
 * ``info`` (in doubt): any other error (worker killed mid-call, no such process, timeout): either way.
 
 Faults: SIGKILL of a random worker each time the acknowledged count has grown by ``KILL_EVERY``, and
@@ -175,9 +174,8 @@ def test_jepsen_cart_traffic_with_kills_and_disk_full(tmp_path: Any) -> None:
         wrong_cart = [i for i, k in attempted.items() if i in present and i not in final[k]]
         unexpected = ([i for i in present if i not in outcome]
                       + [i for i, n in present.items() if n > 1] + wrong_cart)
-        # A failed write's change can still land: the actor had handled later messages before the
-        # failure was known, and their writes carry it (finding in reliability-findings.md; the xfail
-        # test below reproduces it). Counted, not asserted, until the kernel settles the semantics.
+        # A failed write's change must not land through a later write of the same incarnation (the
+        # committer fails those too; test_failed_write_is_not_carried_by_a_later_write pins it).
         failed_then_present = [i for i, o in outcome.items() if o == "fail" and i in present]
         in_doubt = [i for i, o in outcome.items() if o == "info"]
         ok = sum(1 for o in outcome.values() if o == "ok")
@@ -192,6 +190,7 @@ def test_jepsen_cart_traffic_with_kills_and_disk_full(tmp_path: Any) -> None:
 
     res = run_node(body, state=str(tmp_path / "r16.db"), bound=seconds + 120)
     assert res["lost"] == 0 and res["unexpected"] == 0, res
+    assert res["failed_then_present"] == 0, res
     assert res["file_vs_live_mismatch"] == 0, res
     assert res["kills"] >= 1 and res["disk_full"].get("sqlite_full_failures", 0) >= 1, res
     record(16, "test_jepsen_cart_traffic_with_kills_and_disk_full", carts=carts, clients=clients,
