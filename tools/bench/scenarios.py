@@ -149,7 +149,7 @@ async def restart_after_kill(node: Node, n: int) -> Figure:
         seconds = time.perf_counter() - t0
         on_1 = sum(1 for _, p, _ in now if p is not None and p.worker == 1)
     finally:
-        await node.stop(sup, timeout=120.0)
+        node.exit(sup, "kill")  # not node.stop: see actors.Driver._dynsup
     await _worker_back(node, 1)
     return Figure.rate(n, seconds, "child/s", elapsed_s=seconds, restarted_on_worker_1=on_1)
 
