@@ -238,6 +238,19 @@ class Runtime:
     # -- calls ----------------------------------------------------------------------------------
 
     async def call(self, caller: Proc, dest: Any, request: Any, timeout: float | None) -> Any:
+        return await self._request(caller, dest, timeout, wire.CALL, request,
+                                   "called itself: that would deadlock; handle the request directly")
+
+    async def stop(self, caller: Proc, dest: Any, reason: Any, timeout: float | None) -> None:
+        """OTP's gen_server:stop: ``terminate(reason)`` runs and this returns once the target is gone."""
+        exit_reason = await self._request(caller, dest, timeout, wire.STOP, reason,
+                                          "cannot stop itself with stop(); use self.stop(reason)")
+        if exit_reason != reason:
+            raise ActorExited(exit_reason, dest)
+
+    async def _request(self, caller: Proc, dest: Any, timeout: float | None, kind: int, payload: Any,
+                       to_self: str) -> Any:
+        """Send a CALL or STOP that is answered through the futures table, and wait for the answer."""
         if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
                                     or timeout <= 0):
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
@@ -246,7 +259,7 @@ class Runtime:
             raise NoProc(dest)
         me = caller.pid
         if pid == me:
-            raise KernelError(f"{me!r} called itself: that would deadlock; handle the request directly")
+            raise KernelError(f"{me!r} {to_self}")
         ref = self._next_call_ref()
         fut: asyncio.Future[Any] = self.loop.create_future()
         if pid.worker == self.index:
@@ -254,45 +267,18 @@ class Runtime:
             if proc is None:
                 raise NoProc(dest)
             self.calls[ref] = (fut, self.index, self.inc, None)
-            proc._deliver((wire.CALL, request, (me, ref)))
+            proc._deliver((kind, payload, (me, ref)))
             if fut.done():  # answered by a direct hand-off: no timer, no suspension
                 self.calls.pop(ref, None)
                 return fut.result()
         else:
             if not self.pid_is_current(pid):
                 raise NoProc(dest)
-            data = dumps((wire.CALL, pid.serial, pid.incarnation, request,
-                          me.worker, me.serial, me.incarnation, ref), "request")
+            envelope = (kind, pid.serial, pid.incarnation, payload, me.worker, me.serial, me.incarnation, ref)
+            data = dumps(envelope, "request" if kind == wire.CALL else "reason")
             self.calls[ref] = (fut, pid.worker, pid.incarnation, None)
             self.peer(pid.worker).send(data)
         return await self._await_reply(ref, fut, dest, timeout)
-
-    async def stop(self, caller: Proc, dest: Any, reason: Any, timeout: float | None) -> None:
-        """OTP's gen_server:stop: ``terminate(reason)`` runs and this returns once the target is gone."""
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-        pid = await self.resolve_for_call(dest)
-        if pid is None:
-            raise NoProc(dest)
-        if pid == caller.pid:
-            raise KernelError("an actor cannot stop itself with stop(); use self.stop(reason)")
-        ref = self._next_call_ref()
-        fut: asyncio.Future[Any] = self.loop.create_future()
-        if pid.worker == self.index:
-            proc = self.local(pid)
-            if proc is None:
-                raise NoProc(dest)
-            self.calls[ref] = (fut, self.index, self.inc, None)
-            proc._deliver((wire.STOP, reason, (caller.pid, ref)))
-        else:
-            if not self.pid_is_current(pid):
-                raise NoProc(dest)
-            data = dumps((wire.STOP, pid.serial, pid.incarnation, reason, (caller.pid, ref)), "reason")
-            self.calls[ref] = (fut, pid.worker, pid.incarnation, None)
-            self.peer(pid.worker).send(data)
-        exit_reason = await self._await_reply(ref, fut, dest, timeout)
-        if exit_reason != reason:
-            raise ActorExited(exit_reason, pid)
 
     async def _await_reply(self, ref: int, fut: asyncio.Future[Any], dest: Any, timeout: float | None) -> Any:
         if timeout is not None:
@@ -446,7 +432,7 @@ class Runtime:
                 self._apply_signal(proc, kind, env[3:])
         elif kind == wire.STOP:
             proc = self.local(Pid(self.index, env[1], env[2]))
-            caller = env[4]
+            caller = (Pid(env[4], env[5], env[6]), env[7])
             if proc is None:
                 self.fail_caller_with(caller, NoProc(Pid(self.index, env[1], env[2])))
             else:
