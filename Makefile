@@ -28,6 +28,16 @@ test: lint typecheck
 bench: $(STAMP)
 	$(PY) -m tools.bench
 
+# Our local rows, then pykka and thespian (in-process) on the same scenarios, in one sitting. The
+# peers get their own venv so nothing of theirs reaches ours; Ray and xoscar are left out (slow to
+# install here). See tools/bench/peers.py and BENCHMARKS.md.
+.PHONY: bench-peers
+bench-peers: $(STAMP)
+	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet pykka thespian
+	$(PY) -m tools.bench --only local_cast --only local_call --only spawn --only ring_local --json bench-results-peers-ours.json
+	.venv-peers/bin/python tools/bench/peers.py --json bench-results-peers.json
+
 soak: $(STAMP)
 	SOAK=1 $(PY) -m pytest tests/reliability
 
