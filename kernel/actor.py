@@ -217,8 +217,9 @@ class Actor(Proc):
         # Calls always take the hand-off (latency is the point); casts and sends only when they arrived
         # alone from another worker: a stream of them is cheaper drained in a batch by one task.
         if (self._task is None and not mbox and self._rt.inline and not self._booting
-                and not self._exiting and not self._persistent and item[0] in type(self)._inline_kinds
-                and (item[0] == _CALL or self._rt.solo)):
+                and not self._exiting and item[0] in type(self)._inline_kinds
+                and (item[0] == _CALL or self._rt.solo)
+                and not (self._persistent and self._policy is not None and self._policy.durable)):
             self._handle_inline(item)
             return
         if mbox is None:
@@ -283,6 +284,8 @@ class Actor(Proc):
                 self._pending = {item[2]}
             else:
                 self._pending.add(item[2])
+        if self._persistent:  # non-durable here: its reply is never held, only its state marked dirty
+            rt.store.after_message(self, None)
         if self._stop_reason is not None and self._task is None:
             self._task = rt.loop.create_task(self._stop_in_task())
 

@@ -52,10 +52,16 @@ class Node:
 
     Leaving the block stops every actor (the node's own spawns in reverse start order, each with
     ``terminate``), flushes checkpoints and reaps every worker process.
+
+    ``max_message`` bounds one encoded message. ``synchronous`` is SQLite's setting for checkpoint
+    commits: "NORMAL" (default) keeps every committed checkpoint through any process crash, SIGKILL of
+    a worker or of the node included, and may lose the last few to a power cut or kernel panic; "FULL"
+    adds an fsync per commit so they survive those too, at a lower commit rate.
     """
 
     def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,
-                 name: str | None = None, max_message: int = MAX_MESSAGE) -> None:
+                 name: str | None = None, max_message: int = MAX_MESSAGE,
+                 synchronous: str = "NORMAL") -> None:
         if workers is None:
             workers = os.cpu_count() or 1
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -67,6 +73,12 @@ class Node:
         if not isinstance(max_message, int) or isinstance(max_message, bool) or max_message < 1024:
             raise ValueError(f"max_message must be an int of at least 1024 bytes, got {max_message!r}")
         self.max_message = max_message
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(
+                "synchronous must be 'NORMAL' (committed checkpoints survive any process crash; a power "
+                "cut may lose the last few) or 'FULL' (they survive a power cut too, fewer commits/s), "
+                f"got {synchronous!r}")
+        self.synchronous = synchronous
         self.name = name or f"node-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         self.size = workers
         self.state = os.fspath(state) if state is not None else None
@@ -143,6 +155,7 @@ class Node:
             "state": self.state_path,
             "node": self.name,
             "max_message": self.max_message,
+            "synchronous": self.synchronous,
         }
         env = dict(os.environ)
         here = _PROJECT_ROOT

@@ -34,7 +34,7 @@ _RETRY_FOR = 10.0
 class _Slot:
     """Per-actor checkpoint bookkeeping (kept out of the actor's own namespace)."""
 
-    __slots__ = ("changes", "digest", "epoch", "idle", "timer")
+    __slots__ = ("changes", "digest", "epoch", "idle", "last", "timer")
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
@@ -42,16 +42,22 @@ class _Slot:
         self.changes = 0
         self.timer: asyncio.TimerHandle | None = None
         self.idle: asyncio.TimerHandle | None = None
+        #: The newest write submitted; once it has failed, this incarnation may write nothing more.
+        self.last: asyncio.Future[bool] | None = None
 
 
 class CheckpointService:
     """One per worker; opened on first use so workers without persistent actors never touch SQLite."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
         self.path = path
+        self.synchronous = synchronous
         self._committer: GroupCommitter | None = None
         self._opening: asyncio.Future[GroupCommitter] | None = None
         self._slots: dict[int, _Slot] = {}
+        self._dirty: dict[int, Actor] = {}
+        self._flush_scheduled = False
+        self._flushing = 0
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -67,7 +73,7 @@ class CheckpointService:
             from .checkpoints import GroupCommitter  # SQLite tooling loads only where it is used
 
             try:
-                committer = await GroupCommitter.open(self.path)
+                committer = await GroupCommitter.open(self.path, synchronous=self.synchronous)
             except BaseException as exc:
                 self._opening.set_exception(exc)
                 self._opening.exception()
@@ -116,27 +122,69 @@ class CheckpointService:
         idle = getattr(type(actor), "idle_timeout", None)
         if idle:
             self._arm_idle(actor, slot, idle)
-        data = encode(actor.key, actor.state, getattr(type(actor), "checkpoint_codec", "pickle"))
-        digest = hashlib.blake2b(data, digest_size=16).digest()
-        if digest == slot.digest:
-            self._release(actor, held)
+        if held is not None and policy.durable:
+            # A durable reply waits for the commit of exactly the state its call produced.
+            data = encode(actor.key, actor.state, getattr(type(actor), "checkpoint_codec", "pickle"))
+            digest = hashlib.blake2b(data, digest_size=16).digest()
+            if digest == slot.digest:
+                self._release(actor, held)
+            else:
+                self._write(actor, slot, data, digest, held)
             return
+        self._release(actor, held)
         slot.changes += 1
-        durable_reply = held is not None and policy.durable
-        due = durable_reply or (policy.every is not None and slot.changes >= policy.every)
-        if not due:
-            self._release(actor, held)
-            if policy.interval is not None and slot.timer is None:
-                slot.timer = asyncio.get_running_loop().call_later(
-                    policy.interval, self._interval_flush, actor)
-            return
-        self._write(actor, slot, data, digest, held if durable_reply else None)
-        if not durable_reply:
-            self._release(actor, held)
+        if policy.every is not None and slot.changes >= policy.every:
+            self._mark_dirty(actor)
+        elif policy.interval is not None and slot.timer is None:
+            slot.timer = asyncio.get_running_loop().call_later(policy.interval, self._interval_flush, actor)
+
+    def _mark_dirty(self, actor: Actor) -> None:
+        """Non-durable state is pulled, not pushed: encoded once per commit batch, not once per message.
+
+        While this worker's previous flush is being committed, dirty actors only accumulate; when it lands,
+        each is encoded once, with its newest state. Under load that costs one pickle per actor per
+        batch instead of per message; idle, a change is written within one loop iteration.
+        """
+        self._dirty[id(actor)] = actor
+        if not self._flush_scheduled and not self._flushing:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_dirty)
+
+    def _flush_dirty(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, {}
+        for actor in dirty.values():
+            slot = self._slots.get(id(actor))
+            if slot is None or not actor.alive:
+                continue
+            slot.changes = 0
+            try:
+                data = encode(actor.key, actor.state, getattr(type(actor), "checkpoint_codec", "pickle"))
+            except NotSerializable as exc:
+                actor._die(Crash("NotSerializable", str(exc)))
+                continue
+            digest = hashlib.blake2b(data, digest_size=16).digest()
+            if digest != slot.digest:
+                self._flushing += 1
+                self._write(actor, slot, data, digest, None).add_done_callback(self._flushed)
+
+    def _flushed(self, _: asyncio.Future[bool]) -> None:
+        self._flushing -= 1
+        if not self._flushing and self._dirty and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_dirty)
 
     def _write(self, actor: Actor, slot: _Slot, data: bytes, digest: bytes, held: tuple[Any, Any] | None
                ) -> asyncio.Future[bool]:
         assert self._committer is not None
+        last = slot.last
+        if last is not None and last.done() and not last.cancelled() and last.exception() is not None:
+            # A write of this incarnation failed: any state it writes now is built on the refused change,
+            # so it writes nothing more (the failure's callback is about to stop it).
+            refused: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            refused.set_exception(last.exception())  # type: ignore[arg-type]
+            refused.add_done_callback(lambda f: self._written(actor, f, held))
+            return refused
         slot.changes = 0
         slot.digest = digest
         if slot.timer is not None:
@@ -148,6 +196,7 @@ class CheckpointService:
                                      class_name=f"{cls.__module__}.{cls.__qualname__}",
                                      version=getattr(cls, "checkpoint_version", 0))
         fut.add_done_callback(lambda f: self._written(actor, f, held))
+        slot.last = fut
         return fut
 
     def _written(self, actor: Actor, fut: asyncio.Future[bool], held: tuple[Any, Any] | None) -> None:
@@ -171,14 +220,7 @@ class CheckpointService:
         if slot is None or not actor.alive:
             return
         slot.timer = None
-        try:
-            data = encode(actor.key, actor.state, getattr(type(actor), "checkpoint_codec", "pickle"))
-        except NotSerializable as exc:
-            actor._die(Crash("NotSerializable", str(exc)))
-            return
-        digest = hashlib.blake2b(data, digest_size=16).digest()
-        if digest != slot.digest:
-            self._write(actor, slot, data, digest, None)
+        self._mark_dirty(actor)
 
     def _arm_idle(self, actor: Actor, slot: _Slot, seconds: float) -> None:
         if slot.idle is not None:
@@ -212,6 +254,7 @@ class CheckpointService:
         self.forget(actor)
 
     def forget(self, actor: Actor) -> None:
+        self._dirty.pop(id(actor), None)
         slot = self._slots.pop(id(actor), None)
         if slot is not None:
             for handle in (slot.timer, slot.idle):

@@ -101,7 +101,7 @@ async def _serve(config: dict[str, Any]) -> None:
     rt = Runtime(config["index"], config["incarnation"], config["sockdir"],
                  bytes.fromhex(config["secret"]), config["workers"])
     rt.incarnations = {int(k): v for k, v in config["incarnations"].items()}
-    rt.store = CheckpointService(config["state"])
+    rt.store = CheckpointService(config["state"], config["synchronous"])
     rt.listener.max_message = config["max_message"]
     done: asyncio.Future[None] = loop.create_future()
     boot = os.times()

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from kernel import Actor, Down, Pid, Ref
+from kernel import Actor, Down, Exit, Pid, Ref
 
 __all__ = ["shutdown_child", "shutdown_many"]
 
@@ -70,8 +70,12 @@ async def shutdown_many(sup: Actor, children: Iterable[tuple[Pid, float | None]]
             deadlines.append((now + grace, serial, ref))
     heapq.heapify(deadlines)
 
+    stopping = set(pending.values())
+
     def is_ours(m: object) -> bool:
-        return isinstance(m, Down) and m.ref in pending
+        # Each child's Exit (it is linked) is taken too: left queued, every later receive would
+        # rescan them all and stopping n children would cost O(n^2) (OTP flushes them likewise).
+        return (isinstance(m, Down) and m.ref in pending) or (isinstance(m, Exit) and m.pid in stopping)
 
     while pending:
         # Invariant: the heap's head is the earliest child still allowed to stop on its own.
@@ -87,4 +91,5 @@ async def shutdown_many(sup: Actor, children: Iterable[tuple[Pid, float | None]]
                 if ref in pending:
                     sup.exit(pending[ref], "kill")
             continue
-        del pending[down.ref]
+        if isinstance(down, Down):
+            del pending[down.ref]
