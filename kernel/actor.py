@@ -219,7 +219,7 @@ class Actor(Proc):
         if (self._task is None and not mbox and self._rt.inline and not self._booting
                 and not self._exiting and item[0] in type(self)._inline_kinds
                 and (item[0] == _CALL or self._rt.solo)
-                and not (self._persistent and self._policy is not None and self._policy.durable)):
+                and not (self._persistent and _durable(type(self)))):
             self._handle_inline(item)
             return
         if mbox is None:
@@ -471,6 +471,12 @@ _KERNEL_PRIVATE = frozenset(
 
 
 _SUSPENDING = frozenset({"GET_AWAITABLE", "BEFORE_ASYNC_WITH", "GET_AITER", "GET_ANEXT", "YIELD_VALUE"})
+
+
+def _durable(cls: type[Actor]) -> bool:
+    # Read on the class: through an instance the Checkpoint descriptor would bind a wrapper each time.
+    policy = cls._policy
+    return policy is not None and policy.durable
 
 
 def _never_suspends(fn: Any) -> bool:

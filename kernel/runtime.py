@@ -544,7 +544,7 @@ class Runtime:
                 proc.alive = False
                 raise
         restored = None
-        if isinstance(proc, Actor) and proc._policy is not None and self.store is not None \
+        if isinstance(proc, Actor) and type(proc)._policy is not None and self.store is not None \
                 and proc.key is not None:
             try:
                 restored = await self.store.activate(proc)
