@@ -153,9 +153,13 @@ class Runtime:
         if type(dest) is Pid:
             pid: Pid | None = dest
         else:
-            check_name(dest, "dest")
-            pid = self.names.get(dest)
+            try:
+                pid = self.names.get(dest)  # a hit needs no further check: only valid names are stored
+            except TypeError:
+                check_name(dest, "dest")  # unhashable: raises naming the argument
+                raise
             if pid is None:
+                check_name(dest, "dest")
                 if self.index != NODE:
                     # A name this replica has not heard of yet: let the authority resolve it.
                     data = dumps((wire.NOTE, "send_name", (dest, kind, message)))
