@@ -228,7 +228,8 @@ class SupervisorBase(Actor):
         await self._sup_terminate(child)
         return None
 
-    async def _sup_restart_child(self, child_id: Hashable) -> Pid | SupervisorError:
+    def _sup_terminated(self, child_id: Hashable) -> Child | SupervisorError:
+        """The child, if it exists and is terminated (what restart_child and delete_child require)."""
         child = self._sup_children.get(child_id)
         if child is None:
             return SupervisorError("not_found", child_id)
@@ -236,18 +237,20 @@ class SupervisorBase(Actor):
             return SupervisorError("restarting", child_id)
         if child.pid is not None:
             return SupervisorError("running", child_id)
+        return child
+
+    async def _sup_restart_child(self, child_id: Hashable) -> Pid | SupervisorError:
+        child = self._sup_terminated(child_id)
+        if isinstance(child, SupervisorError):
+            return child
         try:
             return await self._sup_start(child)
         except StartFailed as exc:
             return SupervisorError("failed_to_start", child_id, exc.reason)
 
     def _sup_delete_child(self, child_id: Hashable) -> SupervisorError | None:
-        child = self._sup_children.get(child_id)
-        if child is None:
-            return SupervisorError("not_found", child_id)
-        if child.restarting:
-            return SupervisorError("restarting", child_id)
-        if child.pid is not None:
-            return SupervisorError("running", child_id)
+        child = self._sup_terminated(child_id)
+        if isinstance(child, SupervisorError):
+            return child
         del self._sup_children[child_id]
         return None
