@@ -26,6 +26,8 @@ __all__ = ["Proc"]
 
 log = logging.getLogger("kernel")
 
+_SEND, _CAST = wire.SEND, wire.CAST
+
 
 class Proc:
     """Base of every process. User code sees the public methods; the runtime calls the ``_on_*`` ones."""
@@ -92,11 +94,11 @@ class Proc:
 
     def send(self, dest: Any, message: Any) -> None:
         """Send a raw message (``handle_info``); never blocks, never fails for a dead destination."""
-        self._rt.send(dest, wire.SEND, message)
+        self._rt.send(dest, _SEND, message)
 
     def cast(self, dest: Any, message: Any) -> None:
         """Send to ``handle_cast``; never blocks, never fails for a dead destination."""
-        self._rt.send(dest, wire.CAST, message)
+        self._rt.send(dest, _CAST, message)
 
     async def call(self, dest: Any, request: Any, timeout: float = 5.0) -> Any:
         """Request-reply. Raises ``CallTimeout``, ``NoProc`` or ``ActorExited``; a call to self raises."""

@@ -37,6 +37,7 @@ __all__ = ["Runtime", "socket_path"]
 log = logging.getLogger("kernel")
 
 _dumps = pickle.dumps
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 _CALL = wire.CALL
 
 _SIGNALS = frozenset({wire.LINK, wire.UNLINK, wire.EXIT, wire.MONITOR, wire.DEMONITOR, wire.DOWN})
@@ -181,7 +182,9 @@ class Runtime:
         except Exception:
             data = dumps((kind, serial, inc, message))
         else:
-            if b"__main__" in data:
+            # A scalar cannot refer to __main__; anything else may hold a class pickle would send by a
+            # reference the worker cannot resolve (the scan costs about as much as the pickle).
+            if type(message) not in _SCALARS and b"__main__" in data:
                 data = dumps((kind, serial, inc, message))
         peer = self.peers.get(worker)
         if peer is None:

@@ -37,6 +37,7 @@ _NONCE = 32
 _DIGEST = 32
 _IDENT = struct.Struct("!ii")
 _PEERCRED = struct.Struct("3i")
+_pack = HEADER.pack
 
 
 def _answer(secret: bytes, side: bytes, nonce: bytes) -> bytes:
@@ -273,12 +274,13 @@ class Peer:
         The first message of a loop tick is written at once (a lone call or ring hop pays no extra loop
         iteration); what follows in the same tick is batched into one write at the end of the tick.
         """
-        if len(data) > self.max_message:
-            raise MessageTooLarge(len(data), self.max_message)
+        size = len(data)
+        if size > self.max_message:
+            raise MessageTooLarge(size, self.max_message)
         self.written += 1
         if self._scheduled:
             buf = self._buf
-            buf += HEADER.pack(len(data))
+            buf += _pack(size)
             buf += data
             return
         transport = self._transport
