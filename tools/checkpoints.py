@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sqlite3
 import sys
 from typing import Any
 
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> int:
             show(args.path, key_from_text(args.key), console)
     except (FileNotFoundError, KeyError) as e:
         console.print(f"[red]{e.args[0] if e.args else e}[/]")
+        return 1
+    except sqlite3.DatabaseError as e:
+        console.print(f"[red]{args.path} is not a readable checkpoint file: {e}[/]")
         return 1
     return 0
 
