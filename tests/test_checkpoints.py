@@ -132,3 +132,30 @@ def test_idle_actor_passivates_and_comes_back_with_its_state(tmp_path) -> None:
         assert back != pid and await node.call(back, "history") == ["hello"]
 
     run_node(body, state=tmp_path / "s.db")
+
+
+class Lazy(kernel.Actor):
+    """Writes only when asked: every=1000 never comes due in this test."""
+
+    checkpoint = Checkpoint(every=1000, durable=False)
+
+    async def init(self) -> None:
+        self.state = 0
+
+    async def handle_call(self, request, caller):
+        self.state += 1
+        if request == "save":
+            await self.checkpoint()  # the API's explicit persist: returns once committed
+        return (self.state, self.checkpoint.every)
+
+
+def test_explicit_checkpoint_persists_now(tmp_path) -> None:
+    async def body(node: Node) -> None:
+        pid = await node.spawn(Lazy, name="lazy", worker=0)
+        assert await node.call(pid, "bump") == (1, 1000)
+        with pytest.raises(KeyError):
+            kernel.checkpoints.load(node.state_path, "lazy")
+        assert await node.call(pid, "save") == (2, 1000)
+        assert kernel.checkpoints.load(node.state_path, "lazy") == 2
+
+    run_node(body, state=tmp_path / "s.db")
