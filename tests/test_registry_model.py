@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import kernel
 import registry
 from kernel import Actor, AlreadyStarted, Down, NoProc
-from tests.test_supervisors_support import NodeRunner
+from tests.test_supervisors_support import NodeRunner, node_fixture
 
 NAMES = ["a", "b", ("cart", 1), ("cart", 2)]
 
@@ -39,13 +38,7 @@ class Box(Actor):
         return await super().handle_call(request, caller)
 
 
-@pytest.fixture(scope="module")
-def runner() -> Iterator[NodeRunner]:
-    r = NodeRunner(2)
-    try:
-        yield r
-    finally:
-        r.close()
+runner = node_fixture(workers=2)
 
 
 def make_machine(runner: NodeRunner) -> type[RuleBasedStateMachine]:

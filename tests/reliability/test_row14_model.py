@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from kernel import Actor, Crash, Down
 from tests.reliability.support import SOAK, record
-from tests.test_supervisors_support import NodeRunner
+from tests.test_supervisors_support import NodeRunner, node_fixture
 
 EXAMPLES = 1000 if SOAK else 15
 STEPS = 20 if SOAK else 10
@@ -70,13 +69,7 @@ class Parent(Actor):
         return await self.spawn(Trapping if trap else Subject, trap, worker=worker)
 
 
-@pytest.fixture(scope="module")
-def runner() -> Iterator[NodeRunner]:
-    r = NodeRunner(2)
-    try:
-        yield r
-    finally:
-        r.close()
+runner = node_fixture(workers=2)
 
 
 DIVERGENCES: list[str] = []
