@@ -21,3 +21,36 @@ def run_node(body: Callable[[Node], Awaitable[Any]], workers: int = 2, **kw: Any
                 return await body(node)
 
     return kernel.run(main())
+
+
+def probe_as_nobody(path: str, timeout: float = BOUND) -> bytes:
+    """Fork a child that becomes uid 65534, connects to the Unix socket ``path``, reports what it got.
+
+    Root walks into the (0700) directory first, then drops privileges, so only the peer-uid check
+    (SO_PEERCRED) stands between the child and the socket. Returns ``b"got:..."`` or ``b"error:..."``.
+    """
+    import os
+    import socket
+
+    rfd, wfd = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child only
+        try:
+            os.close(rfd)
+            os.chdir(os.path.dirname(path))
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                s.connect(os.path.basename(path))
+                os.write(wfd, b"got:" + s.recv(1024))
+        except BaseException as exc:
+            os.write(wfd, f"error:{exc!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    try:
+        with os.fdopen(rfd, "rb") as f:
+            return f.read()
+    finally:
+        os.waitpid(child, 0)

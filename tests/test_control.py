@@ -31,6 +31,7 @@ from kernel.control import (
     list_nodes,
     runtime_dir,
 )
+from tests.kernel_support import probe_as_nobody
 
 BOUND = 5.0
 
@@ -411,32 +412,6 @@ def test_peer_of_another_uid_is_refused_by_peercred(
     """Even with the file modes loosened (as if the fs fence failed), SO_PEERCRED keeps uid 65534 out."""
     caplog.set_level(logging.WARNING, "kernel.control")
 
-    def probe_as_nobody(path: str) -> bytes:
-        """Fork a child that becomes uid 65534, connects, and reports what the server sent it."""
-        rfd, wfd = os.pipe()
-        child = os.fork()
-        if child == 0:  # pragma: no cover - runs in the child only
-            try:
-                os.close(rfd)
-                # Walk in as root (our tmp dirs' parents are 0700), then drop to uid 65534 and connect.
-                os.chdir(os.path.dirname(path))
-                os.setgid(65534)
-                os.setuid(65534)
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(BOUND)
-                    s.connect(os.path.basename(path))
-                    os.write(wfd, b"got:" + s.recv(1024))
-            except BaseException as exc:
-                os.write(wfd, f"error:{exc!r}".encode())
-            finally:
-                os._exit(0)
-        os.close(wfd)
-        try:
-            with os.fdopen(rfd, "rb") as f:
-                return f.read()
-        finally:
-            os.waitpid(child, 0)
-
     async def main() -> None:
         async with ControlServer("lam", Recorder()):
             d = runtime_dir()
@@ -446,7 +421,7 @@ def test_peer_of_another_uid_is_refused_by_peercred(
             os.chmod(d / "lam.sock", 0o666)
             try:
                 async with asyncio.timeout(BOUND):
-                    out = await asyncio.to_thread(probe_as_nobody, str(d / "lam.sock"))
+                    out = await asyncio.to_thread(probe_as_nobody, str(d / "lam.sock"), BOUND)
             finally:
                 for p in loosened:
                     os.chmod(p, 0o700)

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from kernel import Actor, Node, transport
+from tests.kernel_support import probe_as_nobody
 from tests.reliability.support import record, run_node, scale
 
 MAGIC = b"PYOTP1"
@@ -177,32 +178,6 @@ def test_inprocess_listener_unpickles_nothing_before_auth(tmp_path: Path,
     record(15, "test_inprocess_listener_unpickles_nothing_before_auth", **res)
 
 
-def _probe_as_nobody(path: str) -> bytes:
-    """Fork a child that becomes uid 65534 and tries the socket (as tests/test_control.py does)."""
-    rfd, wfd = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child only
-        try:
-            os.close(rfd)
-            os.chdir(os.path.dirname(path))
-            os.setgid(65534)
-            os.setuid(65534)
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(BOUND)
-                s.connect(os.path.basename(path))
-                os.write(wfd, b"got:" + s.recv(1024))
-        except BaseException as exc:
-            os.write(wfd, f"error:{exc!r}".encode())
-        finally:
-            os._exit(0)
-    os.close(wfd)
-    try:
-        with os.fdopen(rfd, "rb") as f:
-            return f.read()
-    finally:
-        os.waitpid(child, 0)
-
-
 def test_worker_sockets_reject_abuse_before_unpickling(tmp_path: Path) -> None:
     n_random = scale(100, 10_000)
     marker = str(tmp_path / "pwned")
@@ -232,7 +207,7 @@ def test_worker_sockets_reject_abuse_before_unpickling(tmp_path: Path) -> None:
             os.chmod(sockdir, 0o711)
             os.chmod(path, 0o666)
             try:
-                out = await asyncio.to_thread(_probe_as_nobody, path)
+                out = await asyncio.to_thread(probe_as_nobody, path, BOUND)
             finally:
                 os.chmod(sockdir, 0o700)
                 os.chmod(path, 0o600)
