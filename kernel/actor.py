@@ -208,17 +208,17 @@ class Actor(Proc):
         self.dropped = 0
 
     def _deliver(self, item: tuple[Any, ...]) -> None:
-        if self._rt.quarantine.blocked and item[0] <= _CALL \
-                and self._rt.quarantine.is_blocked(self, item[0], item[1]):
+        rt = self._rt
+        if rt.blocked and item[0] <= _CALL and rt.quarantine.is_blocked(self, item[0], item[1]):
             if item[0] == _CALL:
-                self._rt.fail_caller_with(item[2], Quarantined(self.pid))
+                rt.fail_caller_with(item[2], Quarantined(self.pid))
             return
         mbox = self._mbox
         # Calls always take the hand-off (latency is the point); casts and sends only when they arrived
         # alone from another worker: a stream of them is cheaper drained in a batch by one task.
-        if (self._task is None and not mbox and self._rt.inline and not self._booting
+        if (self._task is None and not mbox and rt.inline and not self._booting
                 and not self._exiting and item[0] in type(self)._inline_kinds
-                and (item[0] == _CALL or self._rt.solo)
+                and (item[0] == _CALL or rt.solo)
                 and not (self._persistent and _durable(type(self)))):
             self._handle_inline(item)
             return
@@ -230,7 +230,7 @@ class Actor(Proc):
         mbox.append(item)
         if self._task is None:
             if not self._exiting and not self._booting:
-                self._task = self._rt.loop.create_task(self._run())
+                self._task = rt.loop.create_task(self._run())
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # a handler is in a selective receive
 

@@ -82,7 +82,7 @@ class Authority:
         return True
 
     def registered(self) -> dict[Any, Pid]:
-        return dict(self.names.items())
+        return dict(self.names.items_list())
 
     def name_del(self, name: Any, pid: Pid) -> None:
         if self.names.remove(name, pid):

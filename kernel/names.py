@@ -10,7 +10,7 @@ that learns of a death (Down, Exit, worker_down) drops the dead pid's names from
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from typing import Any
 
 from .terms import Pid
@@ -80,9 +80,6 @@ class NameTable:
 
     def names_of(self, pid: Pid) -> list[Any]:
         return list(self._by_pid.get(pid, ()))
-
-    def items(self) -> Iterator[tuple[Any, Pid]]:
-        return iter(list(self._by_name.items()))
 
     def items_list(self) -> list[tuple[Any, Pid]]:
         return list(self._by_name.items())

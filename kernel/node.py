@@ -33,7 +33,7 @@ from .control import ControlError, ControlServer, validate_node_name
 from .errors import CallTimeout, KernelError, NoProc
 from .names import check_name
 from .process import NodeContext
-from .runtime import Runtime, check_spawnable
+from .runtime import Runtime
 from .terms import NODE, Pid, Ref
 from .wire import MAX_MESSAGE
 
@@ -283,7 +283,6 @@ class Node:
     async def spawn_opt(self, cls: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                         *, name: Any = None, worker: int | None = None, monitor: bool = False,
                         key: Any = None) -> Any:
-        check_spawnable(cls)
         result = await self.context.spawn_opt(cls, args, kwargs, name=name, worker=worker,
                                               monitor=monitor, key=key)
         self._top.append(result[0] if monitor else result)

@@ -16,7 +16,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from . import wire
-from .errors import KernelError
 from .terms import Down, Exit, Pid, Reason, Ref
 
 if TYPE_CHECKING:
@@ -332,7 +331,3 @@ class Proc:
 
     def _after_exit(self, reason: Reason) -> None:
         """Hook for subclasses (e.g. the orderly-stop waiters)."""
-
-    def _check_alive(self) -> None:
-        if not self.alive:
-            raise KernelError(f"{self.pid!r} has exited; it can no longer act")

@@ -66,11 +66,14 @@ class Runtime:
         self.down: set[int] = set()
         self.workers = workers
         self.quarantine = Quarantine()
+        #: The quarantine's key -> digests table (the same dict, mutated in place): empty in a healthy
+        #: node, so every delivery pays one truthiness test for it.
+        self.blocked = self.quarantine.blocked
         self._deadlines: list[tuple[float, int, Any, float]] = []
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._deadline_at = 0.0
         self.rpc_ops: dict[str, Callable[..., Any]] = {
-            "spawn": self._rpc_spawn,
+            "spawn": self.spawn_local,
             "sync": lambda: None,
             "adopt": self._rpc_adopt,
             "by_key": self._rpc_by_key,
@@ -531,10 +534,6 @@ class Runtime:
 
             pid = await self.rpc(worker, "spawn", (cls, args, kwargs, me, name, link, ref, key), adopt)
         return (pid, ref) if monitor else pid
-
-    async def _rpc_spawn(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], parent: Pid,
-                         name: Any, link: bool, ref: Ref | None, key: Any) -> Pid:
-        return await self.spawn_local(cls, args, kwargs, parent, name, link, ref, key)
 
     async def spawn_local(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], parent: Pid,
                           name: Any, link: bool, ref: Ref | None, key: Any) -> Pid:
