@@ -35,7 +35,7 @@ from .names import check_name
 from .process import NodeContext
 from .runtime import Runtime
 from .terms import NODE, Pid, Ref
-from .wire import MAX_MESSAGE
+from .wire import MAX_MESSAGE, MIN_MESSAGE
 
 __all__ = ["Node"]
 
@@ -70,8 +70,9 @@ class Node:
             raise TypeError(f"state must be a path (str or os.PathLike) or None, got {type(state).__name__}")
         if name is not None:
             validate_node_name(name)  # TypeError/ValueError naming `name`
-        if not isinstance(max_message, int) or isinstance(max_message, bool) or max_message < 1024:
-            raise ValueError(f"max_message must be an int of at least 1024 bytes, got {max_message!r}")
+        if not isinstance(max_message, int) or isinstance(max_message, bool) or max_message < MIN_MESSAGE:
+            raise ValueError(f"max_message must be an int of at least {MIN_MESSAGE} bytes (64 KiB), "
+                             f"got {max_message!r}")
         self.max_message = max_message
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(

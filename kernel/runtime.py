@@ -16,7 +16,6 @@ import heapq
 import inspect
 import logging
 import os
-import pickle
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,7 +27,7 @@ from .names import NameTable, check_name
 from .proc import Proc
 from .process import Process
 from .quarantine import Quarantine
-from .serialize import dumps
+from .serialize import dumps, plain
 from .terms import NODE, Crash, Pid, Ref
 from .transport import Listener, Peer
 
@@ -36,8 +35,6 @@ __all__ = ["Runtime", "socket_path"]
 
 log = logging.getLogger("kernel")
 
-_dumps = pickle.dumps
-_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 _CALL = wire.CALL
 
 _SIGNALS = frozenset({wire.LINK, wire.UNLINK, wire.EXIT, wire.MONITOR, wire.DEMONITOR, wire.DOWN})
@@ -179,20 +176,14 @@ class Runtime:
             return
         if self.incarnations.get(worker, 0) != inc:
             return  # that worker incarnation is dead: lost, as a message to any dead process
-        # The hot path of a cross-worker send: one C pickle, one append to the peer's batch.
-        try:
-            data = _dumps((kind, serial, inc, message), 5)
-        except Exception:
-            data = dumps((kind, serial, inc, message))
-        else:
-            # A scalar cannot refer to __main__; anything else may hold a class pickle would send by a
-            # reference the worker cannot resolve (the scan costs about as much as the pickle).
-            if type(message) not in _SCALARS and b"__main__" in data:
-                data = dumps((kind, serial, inc, message))
         peer = self.peers.get(worker)
         if peer is None:
             peer = self.peer(worker)
-        peer.send(data)
+        if plain(message):
+            peer.post((kind, serial, inc, message))  # the hot path: pickled with its tick's batch
+            return
+        # Anything else is pickled now, so the sender learns at once if it cannot be sent.
+        peer.send(dumps((kind, serial, inc, message)))
 
     def signal(self, pid: Pid, kind: int, *fields: Any) -> None:
         """Route a link/monitor/exit signal; a dead target answers as OTP says (noproc)."""

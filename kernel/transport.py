@@ -7,8 +7,12 @@ as multiprocessing's authkey does) before a single byte is unpickled.
 
 Throughput: a connection is one-way. Each process keeps one outbound :class:`Peer` per destination
 process and writes everything for it into one buffer that is flushed once per event-loop tick, so
-many messages share one ``write``. One connection per (sender process, receiver process) pair, fed in
-send order, gives FIFO per sender-receiver pair.
+many messages share one ``write``. Plain envelopes (``serialize.plain``) of one tick are pickled
+together as one list, a fifth of the cost of pickling them one by one, on both ends. One connection
+per (sender process, receiver process) pair, fed in send order, gives FIFO per sender-receiver pair.
+
+A stream is a sequence of length-prefixed pickles; each is one envelope (a tuple) or a batch of them
+(a list).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import os
+import pickle
 import socket
 import struct
 from collections.abc import Callable
@@ -38,6 +43,7 @@ _DIGEST = 32
 _IDENT = struct.Struct("!ii")
 _PEERCRED = struct.Struct("3i")
 _pack = HEADER.pack
+_dumps = pickle.dumps
 
 
 def _answer(secret: bytes, side: bytes, nonce: bytes) -> bytes:
@@ -153,6 +159,15 @@ class _Inbound(asyncio.Protocol):
             except Exception:
                 log.exception("could not decode a message from %s; dropped", self.peer)
                 continue
+            if type(envelope) is list:
+                if hint is not None:
+                    hint(False)
+                for item in envelope:
+                    try:
+                        dispatch(item)
+                    except Exception:
+                        log.exception("failed to dispatch a message from %s", self.peer)
+                continue
             try:
                 dispatch(envelope)
             except Exception:
@@ -253,6 +268,9 @@ class Peer:
     Messages are appended to one buffer and written once per loop tick. While the connection is being
     made, or while the peer process is being replaced, the buffer holds them; the replacement process
     then sees them addressed to an older incarnation and answers as for dead actors.
+
+    Invariant: ``_batch`` holds plain envelopes posted after everything in ``_buf``; it is sealed
+    (pickled into ``_buf``) before any other bytes go in, so the stream keeps send order.
     """
 
     def __init__(self, path: str, secret: bytes, ident: tuple[int, int]) -> None:
@@ -260,6 +278,7 @@ class Peer:
         self._secret = secret
         self._ident = ident
         self._buf = bytearray()
+        self._batch: list[tuple[Any, ...]] = []
         self._transport: asyncio.Transport | None = None
         self._scheduled = False
         self._connecting = False
@@ -278,6 +297,8 @@ class Peer:
         if size > self.max_message:
             raise MessageTooLarge(size, self.max_message)
         self.written += 1
+        if self._batch:
+            self._seal()
         if self._scheduled:
             buf = self._buf
             buf += _pack(size)
@@ -296,8 +317,43 @@ class Peer:
         if transport is None and not self._connecting and self.up:
             self._connect()
 
+    def post(self, envelope: tuple[Any, ...]) -> None:
+        """Queue one envelope of plain values (``serialize.plain``): pickled with its tick's batch.
+
+        The first of a tick is still written at once, alone, as ``send`` does.
+        """
+        if self._scheduled:
+            self._batch.append(envelope)
+        elif self._transport is None:
+            self._batch.append(envelope)
+            if not self._connecting and self.up:
+                self._connect()
+        else:
+            self.send(_dumps(envelope, 5))
+
+    def _seal(self) -> None:
+        """Pickle the pending plain envelopes, as one list, into the buffer."""
+        batch, self._batch = self._batch, []
+        self.written += len(batch)
+        self._frame(batch)
+
+    def _frame(self, batch: list[tuple[Any, ...]]) -> None:
+        data = _dumps(batch, 5)
+        if len(data) > self.max_message:
+            # Only a batch piled up while the peer was away can grow so big; one plain envelope is
+            # under 9 KB, below the smallest bound a node accepts (64 KiB), so halving always ends.
+            half = len(batch) // 2
+            self._frame(batch[:half])
+            self._frame(batch[half:])
+            return
+        buf = self._buf
+        buf += _pack(len(data))
+        buf += data
+
     def _flush(self) -> None:
         self._scheduled = False
+        if self._batch:
+            self._seal()
         if self._transport is not None and self._buf:
             self._transport.write(self._buf)
             self._buf = bytearray()
@@ -318,7 +374,7 @@ class Peer:
             return  # retried when the runtime learns the peer is up again
         self._connecting = False
         self._transport = transport
-        if self._buf and not self._scheduled:
+        if (self._buf or self._batch) and not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
 

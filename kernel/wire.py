@@ -48,3 +48,6 @@ HEADER = struct.Struct("!I")
 #: Default bound on one encoded message (``Node(max_message=...)`` changes it): the sender refuses a
 #: larger one with ``MessageTooLarge``; a peer announcing one is dropped before anything is allocated.
 MAX_MESSAGE = 64 * 1024 * 1024
+
+#: The smallest bound a node accepts: a tick's batch of small messages can always be split to fit it.
+MIN_MESSAGE = 64 * 1024

@@ -33,6 +33,19 @@ class Gate(kernel.Actor):
         self.state.append(message)
 
 
+class Log(kernel.Actor):
+    """Keeps every cast ``(i, text)``, unbounded."""
+
+    async def init(self) -> None:
+        self.state = []
+
+    async def handle_cast(self, message) -> None:
+        self.state.append(message)
+
+    async def handle_call(self, request, caller):
+        return [(i, text == f"{i:0250d}") for i, text in self.state]
+
+
 class Slow(kernel.Actor):
     max_mailbox = 2
 
@@ -86,3 +99,22 @@ def test_huge_message_is_refused_in_the_sender_and_the_channel_survives() -> Non
         assert state == [b"y" * 1000]
 
     run_node(body, max_message=100_000)
+
+
+def test_a_ticks_batch_larger_than_the_bound_arrives_whole_and_in_order() -> None:
+    """Small messages of one tick travel as one pickled batch; past ``max_message`` it is split."""
+
+    async def body(node: Node) -> None:
+        log = await node.spawn(Log, worker=1)
+        sent = [(i, f"{i:0250d}") for i in range(2000)]  # about 520 KB in one tick, bound 64 KiB
+        for message in sent:
+            node.cast(log, message)
+        # The log's state is as big as the batch: it answers with the order and a check of each.
+        assert await node.call(log, "check") == [(i, True) for i in range(2000)]
+
+    run_node(body, max_message=64 * 1024)
+
+
+def test_max_message_below_64_kib_is_refused_naming_the_argument() -> None:
+    with pytest.raises(ValueError, match="max_message"):
+        Node(max_message=1024)

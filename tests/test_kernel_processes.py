@@ -100,20 +100,27 @@ class Sink(kernel.Actor):
         return kernel.NoReply
 
 
+#: Message shapes a Source mixes: plain ones go out in their tick's batch, the others are pickled on
+#: the spot (a list, a str past the plain bound, a pid), so order must hold across both paths.
+SHAPES = (lambda: None, lambda: [1, 2], lambda: "x" * 300, lambda: kernel.Pid(0, 1, 0))
+
+
 class Source(kernel.Actor):
     async def handle_call(self, request, caller):
         tag, sinks, plan = request
         seq = dict.fromkeys(range(len(sinks)), 0)
-        for target in plan:
-            self.cast(sinks[target], (tag, seq[target]))
+        for target, shape in plan:
+            self.cast(sinks[target], (tag, seq[target], SHAPES[shape]()))
             seq[target] += 1
         return seq
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
-@given(plans=st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=60), min_size=2, max_size=4))
+@given(plans=st.lists(st.lists(st.tuples(st.integers(0, 2), st.integers(0, len(SHAPES) - 1)),
+                               min_size=1, max_size=60), min_size=2, max_size=4))
 def test_random_interleavings_keep_per_pair_order(plans) -> None:
-    """Several senders on both workers cast to three sinks in random orders: each pair stays FIFO."""
+    """Several senders on both workers cast to three sinks in random orders and message shapes (batched
+    or pickled on the spot): each pair stays FIFO."""
 
     async def body(node: Node) -> None:
         sinks = [await node.spawn(Sink, worker=i % 2) for i in range(3)]
@@ -126,7 +133,7 @@ def test_random_interleavings_keep_per_pair_order(plans) -> None:
             expected = sum(c[s] for c in counts)
             got = await node.call(sink, ("wait", expected))
             for tag in range(len(plans)):
-                seqs = [seq for t, seq in got if t == tag]
+                seqs = [seq for t, seq, _ in got if t == tag]
                 assert seqs == list(range(len(seqs))), f"sender {tag} -> sink {s} out of order: {seqs}"
                 assert len(seqs) == counts[tag][s]
 
