@@ -28,14 +28,17 @@ test: lint typecheck
 bench: $(STAMP)
 	$(PY) -m tools.bench
 
-# Our local rows, then pykka and thespian (in-process) on the same scenarios, in one sitting. The
-# peers get their own venv so nothing of theirs reaches ours; Ray and xoscar are left out (slow to
-# install here). See tools/bench/peers.py and BENCHMARKS.md.
+# Our local and cross-process rows, then the Python peers (pykka, Thespian in-process and multiprocess,
+# xoscar, Ray) on the same scenarios, in one sitting. The peers get their own venv so nothing of theirs
+# reaches ours; pinned to the versions measured (the install takes about 45 s, Ray and xoscar bring
+# numpy, pandas and scipy). See tools/bench/peers.py and BENCHMARKS.md.
+PEER_PINS := pykka==4.5.0 thespian==4.0.1 xoscar==0.12.2 ray==2.60.0
 .PHONY: bench-peers
 bench-peers: $(STAMP)
 	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
-	.venv-peers/bin/python -m pip install --quiet pykka thespian
-	$(PY) -m tools.bench --only local_cast --only local_call --only spawn --only ring_local --json bench-results-peers-ours.json
+	.venv-peers/bin/python -m pip install --quiet $(PEER_PINS)
+	$(PY) -m tools.bench --only local_cast --only local_call --only spawn --only ring_local \
+		--only cross_cast --only cross_call --only ring_2workers --json bench-results-peers-ours.json
 	.venv-peers/bin/python tools/bench/peers.py --json bench-results-peers.json
 
 soak: $(STAMP)
