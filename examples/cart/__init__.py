@@ -2,7 +2,7 @@
 
 from .cart import CATALOG, ONE_PER_CUSTOMER, Cart, cart_name
 from .demo import CartReport, demo, serve, show
-from .web import CartClient, make_app, start_server
+from .web import CartClient, HttpFront, make_app, start_fronts, start_server
 
-__all__ = ["CATALOG", "ONE_PER_CUSTOMER", "Cart", "CartClient", "CartReport", "cart_name", "demo",
-           "make_app", "serve", "show", "start_server"]
+__all__ = ["CATALOG", "ONE_PER_CUSTOMER", "Cart", "CartClient", "CartReport", "HttpFront", "cart_name",
+           "demo", "make_app", "serve", "show", "start_fronts", "start_server"]

@@ -1,29 +1,47 @@
 """The seed's real question, measured: per-user cart actors vs a stateless server with SQLite per request.
 
-Both serve the same HTTP route (``POST /carts/{user}/items`` with an idempotency key) on 127.0.0.1 and
-are driven by the same load: every user has a "web" and a "mobile" client adding items at once.
+Both serve the same HTTP route (``POST /carts/{user}/items`` with an ``Idempotency-Key``, answered with
+the cart) on one port of 127.0.0.1, from the same number of HTTP fronts (``--workers``, default 2), each
+its own process sharing the port with ``SO_REUSEPORT``, so that no single front is the limit:
 
-* **actors**: the cart example's front (``examples.cart.web``): each request goes to the user's cart
-  actor, found by name; the cart checkpoints durably (``Checkpoint(every=1, durable=True)``).
-* **stateless**: each request runs one SQLite transaction (``BEGIN IMMEDIATE``: read the cart, apply the
-  add unless its key was seen, write it back) on a worker thread; the same WAL file settings
-  (``synchronous=NORMAL``).
+* **actors**: a node with ``--workers`` workers; an ``HttpFront`` actor on every worker runs the cart
+  example's aiohttp app inside the runtime (``examples.cart.web.start_fronts``). A request goes to the
+  user's cart actor, found by name; the cart checkpoints durably (``Checkpoint(every=1, durable=True)``:
+  the answer leaves only once the change is committed to SQLite, synchronous=NORMAL, WAL).
+* **stateless**: ``--workers`` plain aiohttp processes; each request runs one SQLite transaction
+  (``BEGIN IMMEDIATE``: was this key answered? if not add the item, read the cart, remember the answer;
+  ``COMMIT``) on the same file settings (WAL, synchronous=NORMAL). ``--sql-threads 0`` (the default) runs
+  it on the event loop, as a sync server's worker would; ``N`` runs it on N threads per process.
 
-Both must be correct under the races (every acknowledged add present exactly once); the figures are
-requests/s and latency percentiles. Run: ``python -m examples.cart.versus_sql [--users N] [--adds N]``.
+The load comes from another process: wrk (``examples/cart/adds.lua``: every request adds one item with a
+unique key, a "web" and a "mobile" connection hit the same user at once, over ``--users`` users), or, if
+wrk is missing, an aiohttp client. Correctness, after each run: every 2xx add is in the user's cart; the
+adds still in flight when the load stopped are retried with their key (as a client would) and then every
+cart holds exactly one item per key sent: nothing acknowledged lost, nothing doubled. The final counts
+are read from the files (the checkpoints after the node stopped; the stateless database).
+
+Run: ``python -m examples.cart.versus_sql [--seconds 10] [--connections 64] [--workers 2] [--users 50]
+[--runs 1]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import shutil
 import sqlite3
+import statistics
+import sys
 import tempfile
 import threading
 import time
-import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,140 +52,400 @@ from rich.table import Table
 import kernel
 from kernel import Node
 
-from .web import start_server
+from .cart import cart_name
+from .web import echo_key, start_fronts
+
+LUA = Path(__file__).with_name("adds.lua")
+SKUS = ("tee", "mug", "socks", "sticker")  # from the cart's catalog; none is one-per-customer
+console = Console(highlight=False)
 
 
-def _stateless_app(path: str) -> web.Application:
+# -- the stateless server -------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (user TEXT, sku TEXT, qty INTEGER, PRIMARY KEY (user, sku));
+CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT);
+"""
+
+
+def _stateless_app(path: str, sql_threads: int) -> web.Application:
     local = threading.local()
 
     def db() -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             local.conn = conn
         return conn
 
-    def add(user: str, key: str, sku: str, qty: int) -> dict[str, Any]:
+    def add(user: str, key: str, sku: str, qty: int) -> str:
         conn = db()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT body FROM carts WHERE user = ?", (user,)).fetchone()
-            cart = json.loads(row[0]) if row else {"items": {}, "keys": []}
-            if key not in cart["keys"]:
-                cart["items"][sku] = cart["items"].get(sku, 0) + qty
-                cart["keys"].append(key)
-                conn.execute("INSERT OR REPLACE INTO carts(user, body) VALUES (?, ?)",
-                             (user, json.dumps(cart)))
+            row = conn.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+            if row is not None:  # a retry of a request already done: same answer, no second effect
+                answer: str = row[0]
+            else:
+                conn.execute("INSERT INTO items (user, sku, qty) VALUES (?, ?, ?) ON CONFLICT (user, sku) "
+                             "DO UPDATE SET qty = qty + excluded.qty", (user, sku, qty))
+                items = dict(conn.execute("SELECT sku, qty FROM items WHERE user = ?", (user,)).fetchall())
+                answer = json.dumps({"user": user, "items": items})
+                conn.execute("INSERT INTO answers (key, answer) VALUES (?, ?)", (key, answer))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return {"items": cart["items"]}
+        return answer
 
-    def view(user: str) -> dict[str, Any]:
-        row = db().execute("SELECT body FROM carts WHERE user = ?", (user,)).fetchone()
-        return {"items": json.loads(row[0])["items"] if row else {}}
+    def view(user: str) -> str:
+        items = dict(db().execute("SELECT sku, qty FROM items WHERE user = ?", (user,)).fetchall())
+        return json.dumps({"user": user, "items": items})
+
+    if sql_threads > 0:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(sql_threads, thread_name_prefix="sql")
+
+        async def run(fn: Any, *args: Any) -> str:
+            result: str = await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            return result
+    else:
+        async def run(fn: Any, *args: Any) -> str:
+            result: str = fn(*args)  # blocks the loop for one transaction, as a sync worker would
+            return result
 
     routes = web.RouteTableDef()
 
     @routes.post("/carts/{user}/items")
     async def post(request: web.Request) -> web.Response:
         body = await request.json()
-        key = request.headers.get("Idempotency-Key") or uuid.uuid4().hex
-        return web.json_response(await asyncio.to_thread(
-            add, request.match_info["user"], key, body["sku"], int(body.get("qty", 1))))
+        key = request.headers["Idempotency-Key"]
+        answer = await run(add, request.match_info["user"], key, body["sku"], int(body.get("qty", 1)))
+        return web.Response(text=answer, content_type="application/json")
 
     @routes.get("/carts/{user}")
     async def get(request: web.Request) -> web.Response:
-        return web.json_response(await asyncio.to_thread(view, request.match_info["user"]))
+        return web.Response(text=await run(view, request.match_info["user"]), content_type="application/json")
 
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS carts (user TEXT PRIMARY KEY, body TEXT)")
-    app = web.Application()
+    app = web.Application(middlewares=[echo_key])
     app.add_routes(routes)
     return app
 
 
-async def _serve_stateless(path: str) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(_stateless_app(path), access_log=None)
+async def _serve_stateless(path: str, port: int, sql_threads: int) -> None:
+    """One stateless front process: serve until stdin closes (the parent ended or died)."""
+    runner = web.AppRunner(_stateless_app(path, sql_threads), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port, reuse_port=True)
     await site.start()
     server = site._server
     assert server is not None
-    return runner, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)  # type: ignore[union-attr]
+    loop = asyncio.get_running_loop()
+    closed = loop.create_future()
+    threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(closed.set_result, None)),
+                     daemon=True).start()
+    await closed
+    await runner.cleanup()
 
 
-_SKUS = ("tee", "mug", "socks", "sticker")  # from the cart's catalog; none is one-per-customer
+@contextlib.asynccontextmanager
+async def _stateless_fronts(path: str, count: int, sql_threads: int) -> AsyncIterator[tuple[list[int], str]]:
+    """``count`` stateless front processes on one port; yields their OS pids and the base URL."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_SCHEMA)
+    procs: list[asyncio.subprocess.Process] = []
+    port = 0
+    try:
+        for _ in range(count):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "examples.cart.versus_sql", "--serve-stateless", path, "--port",
+                str(port), "--sql-threads", str(sql_threads), stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE)
+            procs.append(proc)
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), 30.0)
+            if not line.startswith(b"PORT "):
+                raise RuntimeError(f"stateless front did not start: {line!r}")
+            port = int(line.split()[1])
+        yield [p.pid for p in procs], f"http://127.0.0.1:{port}"
+    finally:
+        for proc in procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 10.0)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
-async def _load(url: str, users: int, adds: int) -> dict[str, Any]:
-    """users x 2 devices, each adding ``adds`` distinct items; returns rates, latencies, correctness."""
+# -- the load -------------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Load:
+    """What the load generator saw: counts per user, the adds left without a 2xx, latencies."""
+
+    tool: str
+    requests: int = 0
+    seconds: float = 0.0
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    errors: int = 0  # socket errors and timeouts
+    acked: Counter[str] = field(default_factory=Counter)
+    pending: list[tuple[str, str, str]] = field(default_factory=list)  # (key, user, sku)
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def per_s(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def _parse(tool: str, text: str) -> Load:
+    load = Load(tool)
+    for line in text.splitlines():
+        word, *rest = line.split() or [""]
+        if word == "ACKED":
+            load.acked[rest[0]] += int(rest[1])
+        elif word == "PENDING":
+            load.pending.append((rest[0], rest[1], rest[2]))
+        elif word == "STATUS":
+            load.statuses[int(rest[0])] += int(rest[1])
+        elif word == "SUMMARY":
+            n = [int(x) for x in rest]
+            load.requests, load.seconds, load.errors = n[0], n[1] / 1e6, sum(n[2:4]) + n[4] + n[6]
+        elif word == "LATENCY":
+            load.p50_ms, load.p90_ms, load.p99_ms, load.max_ms = (int(x) / 1e3 for x in rest)
+    if load.seconds == 0.0:
+        raise RuntimeError(f"{tool} printed no summary:\n{text}")
+    return load
+
+
+async def _generate(url: str, seconds: float, connections: int, users: int) -> Load:
+    """Run the load in another process: wrk if it is installed, otherwise the aiohttp client."""
+    env = {**os.environ, "CART_USERS": str(users)}
+    wrk = shutil.which("wrk")
+    if wrk is not None:
+        args = [wrk, f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+                "--timeout", "30s", "-s", str(LUA), url]
+        tool = "wrk"
+    else:
+        args = [sys.executable, "-m", "examples.cart.versus_sql", "--load-client", url, "--seconds",
+                f"{seconds:g}", "--connections", str(connections), "--users", str(users)]
+        tool = "aiohttp client"
+    proc = await asyncio.create_subprocess_exec(*args, env=env, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{tool} exited {proc.returncode}")
+    return _parse(tool, out.decode())
+
+
+async def _client(url: str, seconds: float, connections: int, users: int) -> None:
+    """The fallback load generator (without wrk): the same requests as adds.lua, same printed lines."""
     latencies: list[float] = []
-    acked: dict[str, int] = {}
-    connector = aiohttp.TCPConnector(limit=200)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    acked: Counter[str] = Counter()
+    statuses: Counter[int] = Counter()
+    pending: dict[str, tuple[str, str]] = {}
+    errors = 0
+    n = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
 
-        async def device(user: str, name: str) -> None:
-            for i in range(adds):
+        async def connection() -> None:
+            nonlocal n, errors
+            while time.perf_counter() < deadline:
+                n += 1
+                pair = n // 2
+                user, device, sku = f"u{pair % users}", "web" if n % 2 == 0 else "mobile", SKUS[pair % 4]
+                key = f"{user}.{device}.1.{n}"
+                pending[key] = (user, sku)
                 t0 = time.perf_counter()
-                async with session.post(f"{url}/carts/{user}/items", json={"sku": _SKUS[i % 4], "qty": 1},
-                                        headers={"Idempotency-Key": f"{user}-{name}-{i}"}) as resp:
-                    resp.raise_for_status()
-                    await resp.read()
+                try:
+                    async with session.post(f"{url}/carts/{user}/items", json={"sku": sku, "qty": 1},
+                                            headers={"Idempotency-Key": key}) as resp:
+                        await resp.read()
+                except aiohttp.ClientError:
+                    errors += 1
+                    continue
                 latencies.append(time.perf_counter() - t0)
-                acked[user] = acked.get(user, 0) + 1
+                if 200 <= resp.status < 300:
+                    del pending[key]
+                    acked[user] += 1
+                else:
+                    statuses[resp.status] += 1
 
         started = time.perf_counter()
-        await asyncio.gather(*(device(f"u{u}", d) for u in range(users) for d in ("web", "mobile")))
-        seconds = time.perf_counter() - started
-        exact = 0
-        for u in range(users):
-            async with session.get(f"{url}/carts/u{u}") as resp:
-                items = (await resp.json())["items"]
-            exact += sum(items.values()) == acked.get(f"u{u}", 0) == 2 * adds
+        deadline = started + seconds
+        await asyncio.gather(*(connection() for _ in range(connections)))
+        took = time.perf_counter() - started
     latencies.sort()
-    n = len(latencies)
-    return {"requests": n, "per_s": n / seconds, "p50_ms": latencies[n // 2] * 1e3,
-            "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1e3, "carts_exact": exact, "users": users}
+
+    def pct(p: float) -> int:
+        return int(latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1e6) if latencies else 0
+
+    lines = [f"ACKED {user} {count}" for user, count in acked.items()]
+    lines += [f"PENDING {key} {user} {sku}" for key, (user, sku) in pending.items()]
+    lines += [f"STATUS {status} {count}" for status, count in statuses.items()]
+    lines.append(f"SUMMARY {len(latencies)} {int(took * 1e6)} 0 {errors} 0 0 0")
+    lines.append(f"LATENCY {pct(0.5)} {pct(0.9)} {pct(0.99)} {pct(1.0)}")
+    print("\n".join(lines), flush=True)
 
 
-async def compare(users: int = 50, adds: int = 40, workers: int = 2) -> dict[str, dict[str, Any]]:
-    folder = tempfile.mkdtemp(prefix="cart-vs-sql-")
-    results: dict[str, dict[str, Any]] = {}
-    async with Node(workers=workers, state=os.path.join(folder, "actors.db")):
-        runner, url = await start_server(0)
+# -- one measured run -----------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Run:
+    server: str
+    load: Load
+    loadavg: float  # 1-minute load average when the run started
+    acked_kept: bool = False  # every 2xx add was in its cart before the retries
+    exact: bool = False  # after retrying the in-flight keys: one item per key sent, in every cart
+    on_disk: bool = False  # ... and the file (checkpoints, or the database) says the same
+    retried: int = 0
+    sent: dict[str, int] = field(default_factory=dict)  # per user: acknowledged adds + retried ones
+    detail: str = ""
+
+    @property
+    def correct(self) -> bool:
+        return self.acked_kept and self.exact and self.on_disk and not self.load.statuses
+
+
+async def _warm(session: aiohttp.ClientSession, url: str, users: int) -> None:
+    """One view per user before the clock starts: the carts are started, the connections are open."""
+    for u in range(users):
+        async with session.get(f"{url}/carts/u{u}") as resp:
+            resp.raise_for_status()
+
+
+async def _counts(session: aiohttp.ClientSession, url: str, users: int) -> dict[str, int]:
+    counts = {}
+    for u in range(users):
+        async with session.get(f"{url}/carts/u{u}") as resp:
+            resp.raise_for_status()
+            counts[f"u{u}"] = sum((await resp.json())["items"].values())
+    return counts
+
+
+async def _measure(server: str, url: str, args: argparse.Namespace) -> Run:
+    """Warm up, load, then check the carts over HTTP, retry what was in flight, check again."""
+    async with aiohttp.ClientSession() as session:
+        await _warm(session, url, args.users)
+        loadavg = os.getloadavg()[0]
+        load = await _generate(url, args.seconds, args.connections, args.users)
+        result = Run(server, load, loadavg)
+        before = await _counts(session, url, args.users)
+        sent = Counter({f"u{u}": 0 for u in range(args.users)}) + load.acked
+        for key, user, sku in load.pending:  # a client retries what it got no answer for, same key
+            async with session.post(f"{url}/carts/{user}/items", json={"sku": sku, "qty": 1},
+                                    headers={"Idempotency-Key": key}) as resp:
+                resp.raise_for_status()
+            sent[user] += 1
+        result.retried = len(load.pending)
+        result.sent = {f"u{u}": sent[f"u{u}"] for u in range(args.users)}
+        after = await _counts(session, url, args.users)
+    result.acked_kept = all(before[u] >= load.acked[u] for u in before)
+    result.exact = after == result.sent and sum(load.acked.values()) + result.retried == sum(after.values())
+    if not result.exact:
+        wrong = {u: (after[u], result.sent.get(u)) for u in after if after[u] != result.sent.get(u)}
+        result.detail = f"carts (items, sent) that differ: {dict(list(wrong.items())[:5])}"
+    return result
+
+
+async def run_actors(args: argparse.Namespace, folder: str) -> Run:
+    path = os.path.join(folder, "actors.db")
+    async with Node(workers=args.workers, state=path) as node:
+        _, url = await start_fronts(node)
+        result = await _measure("actors", url, args)
+    on_disk = {}
+    for user in result.sent:
         try:
-            results["actors"] = await _load(url, users, adds)
-        finally:
-            await runner.cleanup()
-    runner, url = await _serve_stateless(os.path.join(folder, "stateless.db"))
-    try:
-        results["stateless"] = await _load(url, users, adds)
-    finally:
-        await runner.cleanup()
-    return results
+            on_disk[user] = sum(kernel.checkpoints.load(path, cart_name(user))["items"].values())
+        except KeyError:
+            on_disk[user] = 0
+    result.on_disk = on_disk == result.sent
+    return result
+
+
+async def run_stateless(args: argparse.Namespace, folder: str) -> Run:
+    path = os.path.join(folder, "stateless.db")
+    async with _stateless_fronts(path, args.workers, args.sql_threads) as (_, url):
+        result = await _measure("stateless", url, args)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = dict(conn.execute("SELECT user, SUM(qty) FROM items GROUP BY user").fetchall())
+    result.on_disk = {u: n for u, n in result.sent.items() if n} == rows
+    return result
+
+
+async def compare(args: argparse.Namespace) -> list[Run]:
+    runs: list[Run] = []
+    for i in range(args.runs):
+        for side in args.sides:
+            folder = tempfile.mkdtemp(prefix="cart-vs-sql-")
+            try:
+                run = await (run_actors if side == "actors" else run_stateless)(args, folder)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            runs.append(run)
+            ld = run.load
+            console.print(f"[dim]run {i + 1} {side}: {ld.requests:,} requests, {ld.per_s:,.0f}/s, "
+                          f"p50 {ld.p50_ms:.1f} ms, p99 {ld.p99_ms:.1f} ms, retried {run.retried}, "
+                          f"correct {run.correct} (load avg {run.loadavg:.2f}) {run.detail}[/]")
+    return runs
+
+
+def show(runs: list[Run], args: argparse.Namespace) -> None:
+    tool = runs[0].load.tool
+    table = Table(title=f"{args.users} users, {args.connections} connections ({tool}), {args.seconds:g} s, "
+                        f"{args.workers} fronts each; median of {args.runs}")
+    for col in ("server", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "load avg", "correct"):
+        table.add_column(col, justify="left" if col == "server" else "right")
+    for side in args.sides:
+        mine = [r for r in runs if r.server == side]
+
+        def med(attr: str, mine: list[Run] = mine) -> float:
+            return statistics.median(getattr(r.load, attr) for r in mine)
+
+        table.add_row(side, f"{med('requests'):,.0f}", f"{med('per_s'):,.0f}", f"{med('p50_ms'):.1f}",
+                      f"{med('p99_ms'):.1f}", f"{med('max_ms'):.1f}",
+                      f"{statistics.median(r.loadavg for r in mine):.2f}",
+                      f"{sum(r.correct for r in mine)}/{len(mine)}")
+    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.cart.versus_sql",
                                      description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--users", type=int, default=50, help="users, each with a web and a mobile client")
-    parser.add_argument("--adds", type=int, default=40, help="adds per device")
+    parser.add_argument("--seconds", type=float, default=10.0, help="load duration per run (default 10)")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="node workers = HTTP fronts on each side (default 2)")
+    parser.add_argument("--users", type=int, default=50, help="carts the load spreads over (default 50)")
+    parser.add_argument("--runs", type=int, default=1, help="runs per side; the table shows medians")
+    parser.add_argument("--sql-threads", type=int, default=0,
+                        help="stateless: SQLite threads per front (0: on the event loop, the default)")
+    parser.add_argument("--only", choices=("actors", "stateless"), help="measure one side only")
+    parser.add_argument("--serve-stateless", metavar="DB", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--load-client", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    results = kernel.run(compare(args.users, args.adds))
-    table = Table(title=f"{args.users} users x 2 devices x {args.adds} adds, same HTTP route")
-    for col in ("server", "requests", "req/s", "p50 ms", "p99 ms", "carts exact"):
-        table.add_column(col, justify="right" if col != "server" else "left")
-    for name, r in results.items():
-        table.add_row(name, f"{r['requests']:,}", f"{r['per_s']:,.0f}", f"{r['p50_ms']:.1f}",
-                      f"{r['p99_ms']:.1f}", f"{r['carts_exact']}/{r['users']}")
-    Console().print(table)
-    ok = all(r["carts_exact"] == r["users"] for r in results.values())
-    return 0 if ok else 1
+    if args.serve_stateless:
+        kernel.run(_serve_stateless(args.serve_stateless, args.port, args.sql_threads))
+        return 0
+    if args.load_client:
+        kernel.run(_client(args.load_client, args.seconds, args.connections, args.users))
+        return 0
+    if shutil.which("wrk") is None:
+        console.print("[yellow]wrk is not installed (Debian/Ubuntu: sudo apt-get install wrk); "
+                      "the load comes from an aiohttp client in another process instead.[/]")
+    args.sides = [args.only] if args.only else ["actors", "stateless"]
+    runs = kernel.run(compare(args))
+    show(runs, args)
+    return 0 if all(r.correct for r in runs) else 1
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """The HTTP API in front of the carts (aiohttp), and the client the demo's "web" and "mobile" apps use.
 
 Where it listens, and why: one aiohttp server on 127.0.0.1 in the node process, on the node's own
-event loop. The carts live on the workers; a request handler finds the user's cart by name
-(``registry.get_or_spawn``) and calls it. Killing a worker does not take the front down: a request for
-a cart that was on the dead worker gets ``NoProc``/``ActorExited``, and the front asks again, which
-starts the cart anew from its checkpoint. (A bigger deployment would run one server per worker with
-``SO_REUSEPORT``; the carts would not change at all, since a name resolves the same from anywhere.)
+event loop (:func:`start_server`). The carts live on the workers; a request handler finds the user's
+cart by name (``registry.get_or_spawn``) and calls it. Killing a worker does not take the front down: a
+request for a cart that was on the dead worker gets ``NoProc``/``ActorExited``, and the front asks
+again, which starts the cart anew from its checkpoint.
+
+When the one front is the limit, :func:`start_fronts` runs one server per worker instead, inside the
+runtime as Erlang runs cowboy's acceptors inside the VM: an :class:`HttpFront` actor on every worker
+listens on the same port with ``SO_REUSEPORT`` (the OS spreads connections over them) and its
+handlers call the carts exactly as above: a name resolves the same from anywhere.
 
 API (JSON): ``GET /carts/{user}``; ``POST /carts/{user}/items`` ``{"sku", "qty"}``;
 ``DELETE /carts/{user}/items/{sku}``; ``DELETE /carts/{user}`` (empty it);
@@ -25,7 +29,7 @@ from aiohttp import web
 
 import kernel
 import registry
-from kernel import ActorExited, CallTimeout, NoProc
+from kernel import Actor, ActorExited, CallTimeout, Node, NoProc, Pid
 
 from .cart import Cart, cart_name
 
@@ -65,6 +69,16 @@ def _key(request: web.Request) -> str:
     return request.headers.get("Idempotency-Key") or uuid.uuid4().hex
 
 
+@web.middleware
+async def echo_key(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Answer with the request's ``Idempotency-Key``: a client (wrk's script) matches answers to requests."""
+    response: web.StreamResponse = await handler(request)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        response.headers["Idempotency-Key"] = key
+    return response
+
+
 def make_app() -> web.Application:
     routes = web.RouteTableDef()
 
@@ -96,7 +110,7 @@ def make_app() -> web.Application:
     async def checkout(request: web.Request) -> web.Response:
         return _reply(await ask_cart(request.match_info["user"], ("checkout", _key(request))))
 
-    app = web.Application()
+    app = web.Application(middlewares=[echo_key])
     app.add_routes(routes)
     return app
 
@@ -111,6 +125,51 @@ async def start_server(port: int = 0) -> tuple[web.AppRunner, str]:
     assert server is not None
     bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     return runner, f"http://127.0.0.1:{bound}"
+
+
+class HttpFront(Actor):
+    """The API served from inside a worker: ``init`` starts an aiohttp server on ``host:port`` with
+    ``SO_REUSEPORT`` on this worker's event loop, ``terminate`` closes it (open connections get
+    ``shutdown_timeout`` seconds to finish their request). ``port=0`` takes a free port: ask the first
+    front for it (call ``"port"``) and give it to the others.
+
+    The request handlers run as tasks of this worker's loop, outside the actor's mailbox: many
+    requests are in flight at once, while the actor itself only answers ``"port"``. They act for this
+    actor (``kernel.call`` and ``registry.get_or_spawn`` inside them see it as the current process)
+    because the server's connection tasks are created in the context of ``init``, where the kernel set
+    it. The carts they start are this actor's children, unlinked: stopping a front leaves them running.
+    """
+
+    async def init(self, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 2.0) -> None:
+        self.runner = web.AppRunner(make_app(), access_log=None, shutdown_timeout=shutdown_timeout)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, reuse_port=True)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only through the asyncio server
+        assert server is not None
+        self.port: int = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        if request == "port":
+            return self.port
+        return await super().handle_call(request, caller)
+
+    async def terminate(self, reason: Any) -> None:
+        await self.runner.cleanup()
+
+
+async def start_fronts(node: Node, host: str = "127.0.0.1", port: int = 0) -> tuple[list[Pid], str]:
+    """One :class:`HttpFront` per worker, all on one port; returns their pids and the base URL.
+
+    Spawned with ``node.spawn`` so they are the node's top-level actors: leaving ``async with Node()``
+    stops them the orderly way (``terminate`` closes the server) before the workers go; ``node.stop``
+    each one to stop serving earlier. (``kernel.spawn`` from the node's code would not do: the node
+    only stops what ``node.spawn`` started, and a worker's own shutdown skips ``terminate``.)
+    """
+    first = await node.spawn(HttpFront, host, port, worker=0)
+    bound: int = await node.call(first, "port")
+    rest = [await node.spawn(HttpFront, host, bound, worker=w) for w in range(1, len(node.workers))]
+    return [first, *rest], f"http://{host}:{bound}"
 
 
 class CartClient:
