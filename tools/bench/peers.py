@@ -545,6 +545,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.2g}"  # Ray starts about 2 actors/s
+
+
 def _result(samples: list[float], unit: str, **extra: Any) -> Result:
     out: Result = {"median": statistics.median(samples), "unit": unit, "samples": samples, **extra}
     if unit == "call/s":
@@ -596,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for peer in peers:
             r = out[peer].get(row)
-            cells.append(f"{r['median']:,.0f} {r['unit']}" if isinstance(r, dict) else "n/a")
+            cells.append(f"{_num(r['median'])} {r['unit']}" if isinstance(r, dict) else "n/a")
         print(f"{row:<14}" + "".join(f"{c:>18}" for c in cells))
     for peer in peers:
         if "error" in out[peer]:
