@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import wire
@@ -99,9 +100,10 @@ class Proc:
         """Send to ``handle_cast``; never blocks, never fails for a dead destination."""
         self._rt.send(dest, _CAST, message)
 
-    async def call(self, dest: Any, request: Any, timeout: float = 5.0) -> Any:
-        """Request-reply. Raises ``CallTimeout``, ``NoProc`` or ``ActorExited``; a call to self raises."""
-        return await self._rt.call(self, dest, request, timeout)
+    def call(self, dest: Any, request: Any, timeout: float = 5.0) -> Coroutine[Any, Any, Any]:
+        """Request-reply: ``await self.call(dest, request)``. Raises ``CallTimeout``, ``NoProc`` or
+        ``ActorExited``; a call to self raises."""
+        return self._rt.call(self, dest, request, timeout)
 
     def reply(self, caller: Any, value: Any) -> None:
         """Answer a call whose handler returned ``NoReply``."""

@@ -17,7 +17,7 @@ import inspect
 import logging
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import wire
@@ -66,6 +66,9 @@ class Runtime:
         #: The quarantine's key -> digests table (the same dict, mutated in place): empty in a healthy
         #: node, so every delivery pays one truthiness test for it.
         self.blocked = self.quarantine.blocked
+        #: The call ref being delivered by direct hand-off on this worker, and its answer if it came.
+        self._handoff = 0
+        self._answer: tuple[bool, Any] | None = None
         self._deadlines: list[tuple[float, int, Any, float]] = []
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._deadline_at = 0.0
@@ -176,14 +179,18 @@ class Runtime:
             return
         if self.incarnations.get(worker, 0) != inc:
             return  # that worker incarnation is dead: lost, as a message to any dead process
-        peer = self.peers.get(worker)
+        self.ship(worker, (kind, serial, inc, message), message)
+
+    def ship(self, index: int, envelope: tuple[Any, ...], payload: Any, what: str = "message") -> None:
+        """Hand an envelope to the peer process ``index``: a plain payload waits for its tick's batch;
+        anything else is pickled now, so the sender learns at once if it cannot be sent."""
+        peer = self.peers.get(index)
         if peer is None:
-            peer = self.peer(worker)
-        if plain(message):
-            peer.post((kind, serial, inc, message))  # the hot path: pickled with its tick's batch
-            return
-        # Anything else is pickled now, so the sender learns at once if it cannot be sent.
-        peer.send(dumps((kind, serial, inc, message)))
+            peer = self.peer(index)
+        if plain(payload):
+            peer.post(envelope)
+        else:
+            peer.send(dumps(envelope, what))
 
     def signal(self, pid: Pid, kind: int, *fields: Any) -> None:
         """Route a link/monitor/exit signal; a dead target answers as OTP says (noproc)."""
@@ -238,9 +245,10 @@ class Runtime:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    async def call(self, caller: Proc, dest: Any, request: Any, timeout: float | None) -> Any:
-        return await self._request(caller, dest, timeout, wire.CALL, request,
-                                   "called itself: that would deadlock; handle the request directly")
+    def call(self, caller: Proc, dest: Any, request: Any, timeout: float | None) -> Coroutine[Any, Any, Any]:
+        # Not a coroutine itself: each layer of ``await`` costs a frame on the hottest local path.
+        return self._request(caller, dest, timeout, wire.CALL, request,
+                             "called itself: that would deadlock; handle the request directly")
 
     async def stop(self, caller: Proc, dest: Any, reason: Any, timeout: float | None) -> None:
         """OTP's gen_server:stop: ``terminate(reason)`` runs and this returns once the target is gone."""
@@ -251,34 +259,48 @@ class Runtime:
 
     async def _request(self, caller: Proc, dest: Any, timeout: float | None, kind: int, payload: Any,
                        to_self: str) -> Any:
-        """Send a CALL or STOP that is answered through the futures table, and wait for the answer."""
-        if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
-                                    or timeout <= 0):
-            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-        pid = await self.resolve_for_call(dest)
-        if pid is None:
-            raise NoProc(dest)
+        """Send a CALL or STOP that is answered through the futures table, and wait for the answer.
+
+        A callee on this worker that answers by direct hand-off answers before ``_deliver`` returns:
+        its reply lands in ``_answer`` (see ``_resolve``), with no future, no timer, no suspension.
+        """
+        if type(timeout) is not float or not timeout > 0:
+            _check_timeout(timeout)
+        if type(dest) is Pid:
+            pid = dest
+        else:
+            found = await self.resolve_for_call(dest)
+            if found is None:
+                raise NoProc(dest)
+            pid = found
         me = caller.pid
         if pid == me:
             raise KernelError(f"{me!r} {to_self}")
         ref = self._next_call_ref()
-        fut: asyncio.Future[Any] = self.loop.create_future()
         if pid.worker == self.index:
             proc = self.local(pid)
             if proc is None:
                 raise NoProc(dest)
+            self._handoff = ref
+            try:
+                proc._deliver((kind, payload, (me, ref)))
+            finally:
+                self._handoff = 0
+            answer = self._answer
+            if answer is not None:
+                self._answer = None
+                if answer[0]:
+                    return answer[1]
+                raise answer[1]
+            fut: asyncio.Future[Any] = self.loop.create_future()
             self.calls[ref] = (fut, self.index, self.inc, None)
-            proc._deliver((kind, payload, (me, ref)))
-            if fut.done():  # answered by a direct hand-off: no timer, no suspension
-                self.calls.pop(ref, None)
-                return fut.result()
         else:
             if not self.pid_is_current(pid):
                 raise NoProc(dest)
             envelope = (kind, pid.serial, pid.incarnation, payload, me.worker, me.serial, me.incarnation, ref)
-            data = dumps(envelope, "request" if kind == wire.CALL else "reason")
+            self.ship(pid.worker, envelope, payload, "request" if kind == wire.CALL else "reason")
+            fut = self.loop.create_future()
             self.calls[ref] = (fut, pid.worker, pid.incarnation, None)
-            self.peer(pid.worker).send(data)
         return await self._await_reply(ref, fut, dest, timeout)
 
     async def _await_reply(self, ref: int, fut: asyncio.Future[Any], dest: Any, timeout: float | None) -> Any:
@@ -340,8 +362,9 @@ class Runtime:
 
     def reply_from_handler(self, actor: Proc, caller: Any, value: Any) -> None:
         """A handler's return value: if it cannot be pickled, the caller learns why; the actor lives on."""
+        pid, ref = caller  # made by the kernel, so not checked as ``reply`` checks a user's
         try:
-            self.reply(caller, value)
+            self._reply_to(pid.worker, pid.incarnation, ref, True, value)
         except NotSerializable as exc:
             log.error("%r returned a reply that cannot be pickled: %s", actor.pid, exc)
             self.fail_caller_with(caller, exc)
@@ -361,9 +384,14 @@ class Runtime:
             if inc == self.inc:
                 self._resolve(ref, ok, value)
             return
-        self.peer(index).send(dumps((wire.REPLY, inc, ref, ok, value), "reply"))
+        self.ship(index, (wire.REPLY, inc, ref, ok, value), value, "reply")
 
     def _resolve(self, ref: int, ok: bool, value: Any) -> None:
+        if not ok and not isinstance(value, BaseException):
+            value = KernelError(repr(value))
+        if ref == self._handoff:
+            self._answer = (ok, value)  # answered inside the caller's own _deliver
+            return
         entry = self.calls.get(ref)
         if entry is None or entry[0].done():
             return  # timed out or cancelled: a late reply is dropped, never delivered as a message
@@ -372,8 +400,7 @@ class Runtime:
                 entry[3](value)
             entry[0].set_result(value)
         else:
-            error = value if isinstance(value, BaseException) else KernelError(repr(value))
-            entry[0].set_exception(error)
+            entry[0].set_exception(value)
 
     async def rpc(self, index: int, op: str, args: tuple[Any, ...],
                   hook: Callable[[Any], None] | None = None) -> Any:
@@ -652,6 +679,12 @@ class Runtime:
                 "and give it a name or start it under a supervisor"
             )
         await self.store.persist(actor)
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+                                or not timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
 
 
 def check_spawnable(cls: Any) -> None:
