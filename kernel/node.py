@@ -90,7 +90,6 @@ class Node:
         self._ready: dict[tuple[int, int], asyncio.Future[int]] = {}
         self._os_pids: list[int] = [0] * workers
         self._watchers: list[asyncio.Task[None]] = []
-        self._top: list[Pid] = []
         self._closing = False
         self._token: Any = None
         self._sockdir = ""
@@ -216,7 +215,7 @@ class Node:
             await self._control.close()
             self._control = None
         if ctx is not None and ctx.alive:
-            for pid in reversed(self._top):
+            for pid in reversed(rt.top_level):
                 with contextlib.suppress(NoProc, CallTimeout, KernelError):
                     await rt.stop(ctx, pid, "shutdown", 10.0)
         self._closing = True
@@ -272,22 +271,19 @@ class Node:
                     **kwargs: Any) -> Pid:
         """Start an actor on a worker (round-robin unless ``worker`` is given); returns after its init."""
         pid: Pid = await self.context.spawn(cls, *args, name=name, worker=worker, **kwargs)
-        self._top.append(pid)
         return pid
 
     async def spawn_monitor(self, cls: Any, *args: Any, name: Any = None, worker: int | None = None,
                             **kwargs: Any) -> tuple[Pid, Ref]:
-        result = await self.context.spawn_monitor(cls, *args, name=name, worker=worker, **kwargs)
-        self._top.append(result[0])
+        result: tuple[Pid, Ref] = await self.context.spawn_monitor(cls, *args, name=name, worker=worker,
+                                                                   **kwargs)
         return result
 
     async def spawn_opt(self, cls: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None,
                         *, name: Any = None, worker: int | None = None, monitor: bool = False,
                         key: Any = None) -> Any:
-        result = await self.context.spawn_opt(cls, args, kwargs, name=name, worker=worker,
-                                              monitor=monitor, key=key)
-        self._top.append(result[0] if monitor else result)
-        return result
+        return await self.context.spawn_opt(cls, args, kwargs, name=name, worker=worker,
+                                            monitor=monitor, key=key)
 
     def send(self, dest: Any, message: Any) -> None:
         self.context.send(dest, message)

@@ -98,6 +98,8 @@ class Runtime:
                                  self._set_solo)
         self.on_peer_lost: Callable[[int, int], None] | None = None
         self.store: Any = None  # the checkpoint service, when persistence is on
+        #: In the node process: what the node's own code spawned, oldest first.
+        self.top_level: list[Pid] = []
 
     async def start(self) -> None:
         await self.listener.start()
@@ -551,6 +553,8 @@ class Runtime:
                     spawner._watching[ref] = child
 
             pid = await self.rpc(worker, "spawn", (cls, args, kwargs, me, name, link, ref, key), adopt)
+        if self.index == NODE:
+            self.top_level.append(pid)  # however the node's code spawned it, its close stops it in order
         return (pid, ref) if monitor else pid
 
     async def spawn_local(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], parent: Pid,

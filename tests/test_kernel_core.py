@@ -296,6 +296,31 @@ def test_orderly_stop_runs_terminate() -> None:
     run_node(body)
 
 
+class NotesOnTerminate(kernel.Actor):
+    """Appends ``tag reason`` to a file when it terminates: readable after the node is gone."""
+
+    async def init(self, path: str, tag: str) -> None:
+        self.path, self.tag = path, tag
+
+    async def terminate(self, reason) -> None:
+        with open(self.path, "a") as file:
+            file.write(f"{self.tag} {reason}\n")
+
+
+def test_node_close_stops_everything_the_node_code_spawned_newest_first(tmp_path) -> None:
+    """Whether spawned by ``node.spawn`` or by the ``kernel`` functions from node code."""
+    path = str(tmp_path / "terminated")
+
+    async def body(node: Node) -> None:
+        await node.spawn(NotesOnTerminate, path, "a", worker=0)
+        await kernel.spawn(NotesOnTerminate, path, "b", worker=1)
+        await kernel.spawn_monitor(NotesOnTerminate, path, "c", worker=0)
+
+    run_node(body)
+    with open(path) as file:
+        assert file.read().split("\n") == ["c shutdown", "b shutdown", "a shutdown", ""]
+
+
 def test_timers() -> None:
     async def body(node: Node) -> None:
         rec = await node.spawn(Recorder, worker=1)
