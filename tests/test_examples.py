@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import kernel
 
@@ -56,6 +57,57 @@ def test_cart_races_resolve_and_a_worker_kill_loses_no_acknowledged_item() -> No
     assert report.carts_restored > 0  # the killed worker's carts came back from their checkpoints
     assert report.worker_killed[0] != report.worker_killed[1]
     assert report.ok, report.claims
+
+
+def test_cart_remembers_what_a_key_did_not_its_answer_and_replays_without_a_second_effect() -> None:
+    import pickle
+
+    from examples.cart.cart import _KEEP_KEYS, Cart
+
+    async def body() -> None:
+        cart = Cart()
+        await cart.init("ann")
+
+        async def ask(*request: Any) -> tuple[str, Any]:
+            answer: tuple[str, Any] = await cart.handle_call(request, None)
+            return answer
+
+        assert await ask("add", "k1", "tee", 2) == ("ok", {"user": "ann", "items": {"tee": 2}, "orders": [],
+                                                          "restores": 0})
+        await ask("add", "k2", "mug", 1)
+        # A retried add: not applied again, answered with the cart as it is now.
+        assert await ask("add", "k1", "tee", 2) == ("ok", {"user": "ann", "items": {"tee": 2, "mug": 1},
+                                                          "orders": [], "restores": 0, "replayed": True})
+        refused = await ask("remove", "k3", "socks")
+        assert refused[0] == "refused" and await ask("remove", "k3", "socks") == refused
+        await ask("add", "k4", "socks", 1)
+        assert await ask("remove", "k3", "socks") == refused  # the key's answer, not a second try
+        placed = await ask("checkout", "k5")
+        assert placed[0] == "ok" and placed[1]["items"] == {"tee": 2, "mug": 1, "socks": 1}
+        assert await ask("checkout", "k5") == ("ok", {**placed[1], "replayed": True})
+        assert cart.state["items"] == {} and len(cart.state["orders"]) == 1
+        await ask("add", "k6", "mug", 3)
+        removed = await ask("delete", "k7")
+        assert removed == ("ok", {"removed": {"mug": 3}})
+        assert await ask("delete", "k7") == ("ok", {"removed": {"mug": 3}, "replayed": True})
+
+        # The memory is a window of the latest keys, each a few bytes: the state stays about the cart's size.
+        for i in range(1_000):
+            await ask("add", f"user.web.{i}", "tee", 1)
+        assert list(cart.state["done"]) == [f"user.web.{i}" for i in range(1_000 - _KEEP_KEYS, 1_000)]
+        assert cart.state["items"] == {"tee": 1_000}
+        assert len(pickle.dumps(cart.state, protocol=5)) < 40 * _KEEP_KEYS
+        assert (await ask("add", "user.web.999", "tee", 1))[1]["items"] == {"tee": 1_000}
+
+        # A checkpoint written before this memory (full answers under "answers") still replays them.
+        old = {"user": "bo", "items": {"tee": 1}, "orders": [], "bought_limited": [], "restores": 0,
+               "answers": {"x": ("ok", {"user": "bo", "items": {"tee": 1}, "orders": [], "restores": 0})}}
+        await cart.restore(old)
+        assert await ask("add", "x", "tee", 1) == ("ok", {"user": "bo", "items": {"tee": 1}, "orders": [],
+                                                         "restores": 0, "replayed": True})
+        assert cart.state["items"] == {"tee": 1} and "answers" not in cart.state
+
+    kernel.run(body())
 
 
 def test_chat_history_survives_a_crash_reaches_late_joiners_and_passivation() -> None:

@@ -8,6 +8,8 @@
 -- request. done() prints, for `python -m examples.cart.versus_sql` to check against the carts:
 --   ACKED <user> <n>          2xx answers per user
 --   PENDING <key> <user> <sku> sent, no 2xx answer (still in flight when wrk stopped, or refused)
+--   LASTACK <key> <user> <sku> the last add of each user with a 2xx answer (per wrk thread): sent again,
+--                              it must be answered as a replay and not added twice
 --   STATUS <code> <n>         answers that were not 2xx
 --   SUMMARY <requests> <duration us> <connect> <read> <write> <status> <timeout errors>
 --   LATENCY <p50 us> <p90 us> <p99 us> <max us>
@@ -25,6 +27,7 @@ function init(args)
    n = 0
    acked = {}    -- user -> 2xx count
    pending = {}  -- key -> "user sku"
+   last = {}     -- user -> "key sku" of its last 2xx add
    statuses = {} -- non-2xx status -> count
 end
 
@@ -44,9 +47,10 @@ end
 function response(status, headers, body)
    local key = headers["Idempotency-Key"]
    if status >= 200 and status < 300 and key ~= nil and pending[key] ~= nil then
-      local user = string.match(pending[key], "^(%S+)")
+      local user, sku = string.match(pending[key], "^(%S+) (%S+)")
       pending[key] = nil
       acked[user] = (acked[user] or 0) + 1
+      last[user] = key .. " " .. sku
    else
       statuses[status] = (statuses[status] or 0) + 1
    end
@@ -59,6 +63,10 @@ function done(summary, latency, requests)
       end
       for key, what in pairs(thread:get("pending")) do
          io.write(string.format("PENDING %s %s\n", key, what))
+      end
+      for user, what in pairs(thread:get("last")) do
+         local key, sku = string.match(what, "^(%S+) (%S+)")
+         io.write(string.format("LASTACK %s %s %s\n", key, user, sku))
       end
       for status, count in pairs(thread:get("statuses")) do
          io.write(string.format("STATUS %d %d\n", status, count))

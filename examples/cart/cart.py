@@ -12,6 +12,16 @@ change and releases the reply only once it is committed to SQLite. When the cart
 killed, the next request starts the cart again from that checkpoint (``restore`` instead of
 ``init``). Requests carry an idempotency key, remembered in the checkpointed state, so a client that
 retries a request whose answer it never got does not add the item twice.
+
+What a cart remembers of a key is small: the state is written whole on every change, so it must stay
+about the size of the cart. The last ``_KEEP_KEYS`` keys are kept, each with what the change did
+(``_CART``: it was applied and answered with the cart; an order's number; the items a delete removed; a
+refusal), never a copy of its answer. A retry of a remembered key changes nothing and is answered with
+``"replayed": True``: an add or a remove with the cart as it is now, a checkout with the order it
+placed, a delete with what it removed; a refusal is refused again. A key is recognised as long as fewer
+than ``_KEEP_KEYS`` other changes reached the cart since: a device retries its own change before it
+sends the next one, so that runs out only if the other devices of one user make that many changes
+while it waits.
 """
 
 from __future__ import annotations
@@ -23,7 +33,8 @@ from kernel import Actor, Checkpoint
 #: Items and their price in cents; the poster is limited to one per customer, ever.
 CATALOG: dict[str, int] = {"tee": 1500, "mug": 900, "socks": 700, "sticker": 200, "poster": 2500}
 ONE_PER_CUSTOMER = frozenset({"poster"})
-_KEEP_KEYS = 256  # idempotency keys remembered per cart: enough for any client's retries
+_KEEP_KEYS = 64  # idempotency keys remembered per cart: the latest changes, whatever their devices
+_CART = ("cart",)  # remembered for an add or a remove: done, answered with the cart
 
 
 def cart_name(user: str) -> tuple[str, str]:
@@ -39,10 +50,12 @@ class Cart(Actor):
 
     async def init(self, user: str) -> None:
         self.state = {"user": user, "items": {}, "orders": [], "bought_limited": [],
-                      "restores": 0, "answers": {}}
+                      "restores": 0, "done": {}}
 
     async def restore(self, state: Any) -> None:
         state["restores"] += 1  # shown by the demo: this cart came back from disk
+        if "answers" in state:  # a checkpoint from before "done": its full answers replay as they are
+            state["done"] = dict(list(state.pop("answers").items())[-_KEEP_KEYS:])
         self.state = state
 
     async def handle_call(self, request: Any, caller: Any) -> Any:
@@ -50,15 +63,26 @@ class Cart(Actor):
             case ("view",):
                 return ("ok", self.view())
             case (str(op), str(key), *args):
-                answers = self.state["answers"]
-                if key in answers:  # a retry of a request already done: same answer, no second effect
-                    return answers[key]
+                done = self.state["done"]  # key -> outcome, oldest first
+                if key in done:  # a retry of a change already made: no second effect
+                    return self.replay(done[key])
                 answer = self.apply(op, *args)
-                answers[key] = answer
-                if len(answers) > _KEEP_KEYS:
-                    del answers[next(iter(answers))]
+                done[key] = outcome(op, answer)
+                if len(done) > _KEEP_KEYS:
+                    del done[next(iter(done))]
                 return answer
         return await super().handle_call(request, caller)
+
+    def replay(self, outcome: tuple[Any, ...]) -> tuple[str, Any]:
+        """The answer to a retried key: what the change did (or the cart now), marked ``replayed``."""
+        match outcome:
+            case ("cart",):
+                return ("ok", {**self.view(), "replayed": True})
+            case ("order", int(number)):
+                return ("ok", {**self.state["orders"][number - 1], "replayed": True})
+            case ("ok", dict(value)):  # a delete's {"removed": items}
+                return ("ok", {**value, "replayed": True})
+        return outcome  # ("refused", why): refused again, for the same reason
 
     def view(self) -> dict[str, Any]:
         s = self.state
@@ -95,3 +119,15 @@ class Cart(Actor):
                 self.state["items"] = {}
                 return ("ok", order)
         return ("refused", f"bad request: {op} {args!r}")
+
+
+def outcome(op: str, answer: tuple[str, Any]) -> tuple[Any, ...]:
+    """What a cart remembers of a change, to answer its retries: never a copy of the cart."""
+    status, value = answer
+    if status != "ok":
+        return answer  # ("refused", why)
+    if op == "checkout":
+        return ("order", value["number"])  # the order itself is in state["orders"]
+    if op == "delete":
+        return answer  # ("ok", {"removed": items}): at most the catalog
+    return _CART

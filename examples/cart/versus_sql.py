@@ -9,16 +9,23 @@ its own process sharing the port with ``SO_REUSEPORT``, so that no single front 
   user's cart actor, found by name; the cart checkpoints durably (``Checkpoint(every=1, durable=True)``:
   the answer leaves only once the change is committed to SQLite, synchronous=NORMAL, WAL).
 * **stateless**: ``--workers`` plain aiohttp processes; each request runs one SQLite transaction
-  (``BEGIN IMMEDIATE``: was this key answered? if not add the item, read the cart, remember the answer;
-  ``COMMIT``) on the same file settings (WAL, synchronous=NORMAL). ``--sql-threads 0`` (the default) runs
-  it on the event loop, as a sync server's worker would; ``N`` runs it on N threads per process.
+  (``BEGIN IMMEDIATE``: remember the key, one row; if it was new add the item; read the cart; ``COMMIT``)
+  on the same file settings (WAL, synchronous=NORMAL). ``--sql-threads 0`` (the default) runs it on the
+  event loop, as a sync server's worker would; ``N`` runs it on N threads per process.
+
+Both remember a key, not its answer, and answer a retried key the same way: the cart as it is now, with
+``"replayed": true``, and nothing added. The cart keeps its last 64 keys in its state (``_KEEP_KEYS`` in
+``cart.py``); the database keeps a row per key (a real one would delete old rows by age, out of the
+request's way).
 
 The load comes from another process: wrk (``examples/cart/adds.lua``: every request adds one item with a
 unique key, a "web" and a "mobile" connection hit the same user at once, over ``--users`` users), or, if
 wrk is missing, an aiohttp client. Correctness, after each run: every 2xx add is in the user's cart; the
-adds still in flight when the load stopped are retried with their key (as a client would) and then every
-cart holds exactly one item per key sent: nothing acknowledged lost, nothing doubled. The final counts
-are read from the files (the checkpoints after the node stopped; the stateless database).
+adds still in flight when the load stopped are retried with their key (as a client would); the last
+acknowledged add of each user (per load thread) is sent again with its key, as a client that lost the
+answer would, and must be answered as a replay showing the cart as it is; then every cart holds exactly
+one item per key sent: nothing acknowledged lost, nothing doubled. The final counts are read from the
+files (the checkpoints after the node stopped; the stateless database).
 
 Run: ``python -m examples.cart.versus_sql [--seconds 10] [--connections 64] [--workers 2] [--users 50]
 [--runs 1]``.
@@ -64,7 +71,7 @@ console = Console(highlight=False)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (user TEXT, sku TEXT, qty INTEGER, PRIMARY KEY (user, sku));
-CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT);
+CREATE TABLE IF NOT EXISTS done (user TEXT, key TEXT, PRIMARY KEY (user, key)) WITHOUT ROWID;
 """
 
 
@@ -84,20 +91,18 @@ def _stateless_app(path: str, sql_threads: int) -> web.Application:
         conn = db()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
-            if row is not None:  # a retry of a request already done: same answer, no second effect
-                answer: str = row[0]
-            else:
+            new = conn.execute("INSERT INTO done (user, key) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                               (user, key)).rowcount == 1
+            if new:  # else a retry of an add already made: no second effect
                 conn.execute("INSERT INTO items (user, sku, qty) VALUES (?, ?, ?) ON CONFLICT (user, sku) "
                              "DO UPDATE SET qty = qty + excluded.qty", (user, sku, qty))
-                items = dict(conn.execute("SELECT sku, qty FROM items WHERE user = ?", (user,)).fetchall())
-                answer = json.dumps({"user": user, "items": items})
-                conn.execute("INSERT INTO answers (key, answer) VALUES (?, ?)", (key, answer))
+            items = dict(conn.execute("SELECT sku, qty FROM items WHERE user = ?", (user,)).fetchall())
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return answer
+        return json.dumps({"user": user, "items": items} if new else
+                          {"user": user, "items": items, "replayed": True})
 
     def view(user: str) -> str:
         items = dict(db().execute("SELECT sku, qty FROM items WHERE user = ?", (user,)).fetchall())
@@ -200,6 +205,7 @@ class Load:
     errors: int = 0  # socket errors and timeouts
     acked: Counter[str] = field(default_factory=Counter)
     pending: list[tuple[str, str, str]] = field(default_factory=list)  # (key, user, sku)
+    last_acked: list[tuple[str, str, str]] = field(default_factory=list)  # per user and load thread
     statuses: Counter[int] = field(default_factory=Counter)
 
     @property
@@ -215,6 +221,8 @@ def _parse(tool: str, text: str) -> Load:
             load.acked[rest[0]] += int(rest[1])
         elif word == "PENDING":
             load.pending.append((rest[0], rest[1], rest[2]))
+        elif word == "LASTACK":
+            load.last_acked.append((rest[0], rest[1], rest[2]))
         elif word == "STATUS":
             load.statuses[int(rest[0])] += int(rest[1])
         elif word == "SUMMARY":
@@ -252,6 +260,7 @@ async def _client(url: str, seconds: float, connections: int, users: int) -> Non
     acked: Counter[str] = Counter()
     statuses: Counter[int] = Counter()
     pending: dict[str, tuple[str, str]] = {}
+    last: dict[str, tuple[str, str]] = {}  # user -> (key, sku) of its last acknowledged add
     errors = 0
     n = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
@@ -276,6 +285,7 @@ async def _client(url: str, seconds: float, connections: int, users: int) -> Non
                 if 200 <= resp.status < 300:
                     del pending[key]
                     acked[user] += 1
+                    last[user] = (key, sku)
                 else:
                     statuses[resp.status] += 1
 
@@ -290,6 +300,7 @@ async def _client(url: str, seconds: float, connections: int, users: int) -> Non
 
     lines = [f"ACKED {user} {count}" for user, count in acked.items()]
     lines += [f"PENDING {key} {user} {sku}" for key, (user, sku) in pending.items()]
+    lines += [f"LASTACK {key} {user} {sku}" for user, (key, sku) in last.items()]
     lines += [f"STATUS {status} {count}" for status, count in statuses.items()]
     lines.append(f"SUMMARY {len(latencies)} {int(took * 1e6)} 0 {errors} 0 0 0")
     lines.append(f"LATENCY {pct(0.5)} {pct(0.9)} {pct(0.99)} {pct(1.0)}")
@@ -304,15 +315,20 @@ class Run:
     load: Load
     loadavg: float  # 1-minute load average when the run started
     acked_kept: bool = False  # every 2xx add was in its cart before the retries
+    replays_ok: bool = False  # every acknowledged add sent again was answered as a replay, with the cart
     exact: bool = False  # after retrying the in-flight keys: one item per key sent, in every cart
     on_disk: bool = False  # ... and the file (checkpoints, or the database) says the same
     retried: int = 0
+    retried_replayed: int = 0  # in-flight adds that had been made: their retry was answered as a replay
+    resent: int = 0  # acknowledged adds sent again
+    state_bytes: int = 0  # actors: the largest cart checkpoint after the run
     sent: dict[str, int] = field(default_factory=dict)  # per user: acknowledged adds + retried ones
     detail: str = ""
 
     @property
     def correct(self) -> bool:
-        return self.acked_kept and self.exact and self.on_disk and not self.load.statuses
+        return (self.acked_kept and self.replays_ok and self.exact and self.on_disk
+                and not self.load.statuses)
 
 
 async def _warm(session: aiohttp.ClientSession, url: str, users: int) -> None:
@@ -331,8 +347,17 @@ async def _counts(session: aiohttp.ClientSession, url: str, users: int) -> dict[
     return counts
 
 
+async def _add(session: aiohttp.ClientSession, url: str, key: str, user: str, sku: str) -> dict[str, Any]:
+    async with session.post(f"{url}/carts/{user}/items", json={"sku": sku, "qty": 1},
+                            headers={"Idempotency-Key": key}) as resp:
+        resp.raise_for_status()
+        answer: dict[str, Any] = await resp.json()
+        return answer
+
+
 async def _measure(server: str, url: str, args: argparse.Namespace) -> Run:
-    """Warm up, load, then check the carts over HTTP, retry what was in flight, check again."""
+    """Warm up, load, then check the carts over HTTP, retry what was in flight, resend some acknowledged
+    adds, check again."""
     async with aiohttp.ClientSession() as session:
         await _warm(session, url, args.users)
         loadavg = os.getloadavg()[0]
@@ -341,11 +366,15 @@ async def _measure(server: str, url: str, args: argparse.Namespace) -> Run:
         before = await _counts(session, url, args.users)
         sent = Counter({f"u{u}": 0 for u in range(args.users)}) + load.acked
         for key, user, sku in load.pending:  # a client retries what it got no answer for, same key
-            async with session.post(f"{url}/carts/{user}/items", json={"sku": sku, "qty": 1},
-                                    headers={"Idempotency-Key": key}) as resp:
-                resp.raise_for_status()
+            result.retried_replayed += bool((await _add(session, url, key, user, sku)).get("replayed"))
             sent[user] += 1
         result.retried = len(load.pending)
+        result.replays_ok = True
+        for key, user, sku in load.last_acked:  # a client that lost an answer that was sent: not again
+            answer = await _add(session, url, key, user, sku)
+            now = sum(answer["items"].values())  # the cart as it is: every add sent so far, once
+            result.replays_ok &= answer.get("replayed") is True and now == sent[user]
+        result.resent = len(load.last_acked)
         result.sent = {f"u{u}": sent[f"u{u}"] for u in range(args.users)}
         after = await _counts(session, url, args.users)
     result.acked_kept = all(before[u] >= load.acked[u] for u in before)
@@ -368,6 +397,8 @@ async def run_actors(args: argparse.Namespace, folder: str) -> Run:
         except KeyError:
             on_disk[user] = 0
     result.on_disk = on_disk == result.sent
+    result.state_bytes = max((e.size for e in kernel.checkpoints.entries(path)
+                              if isinstance(e.key, tuple) and e.key[0] == "cart"), default=0)
     return result
 
 
@@ -392,9 +423,12 @@ async def compare(args: argparse.Namespace) -> list[Run]:
                 shutil.rmtree(folder, ignore_errors=True)
             runs.append(run)
             ld = run.load
+            size = f", cart checkpoint <= {run.state_bytes:,} B" if run.state_bytes else ""
             console.print(f"[dim]run {i + 1} {side}: {ld.requests:,} requests, {ld.per_s:,.0f}/s, "
-                          f"p50 {ld.p50_ms:.1f} ms, p99 {ld.p99_ms:.1f} ms, retried {run.retried}, "
-                          f"correct {run.correct} (load avg {run.loadavg:.2f}) {run.detail}[/]")
+                          f"p50 {ld.p50_ms:.1f} ms, p99 {ld.p99_ms:.1f} ms, retried {run.retried} "
+                          f"({run.retried_replayed} replays), resent {run.resent} acknowledged "
+                          f"(replays {run.replays_ok}){size}, correct {run.correct} "
+                          f"(load avg {run.loadavg:.2f}) {run.detail}[/]")
     return runs
 
 

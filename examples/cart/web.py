@@ -13,8 +13,10 @@ handlers call the carts exactly as above: a name resolves the same from anywhere
 
 API (JSON): ``GET /carts/{user}``; ``POST /carts/{user}/items`` ``{"sku", "qty"}``;
 ``DELETE /carts/{user}/items/{sku}``; ``DELETE /carts/{user}`` (empty it);
-``POST /carts/{user}/checkout``. Changes take an ``Idempotency-Key`` header: resend it on retry.
-A refused change (empty cart, limited item...) is ``409`` with ``{"error": why}``.
+``POST /carts/{user}/checkout``. Changes take an ``Idempotency-Key`` header: resend it on retry. A
+retried key is not applied again: the answer has ``"replayed": true`` and shows the cart as it is now
+(add, remove), the order placed (checkout) or what was removed (delete). A refused change (empty cart,
+limited item...) is ``409`` with ``{"error": why}``, and so is its retry.
 """
 
 from __future__ import annotations
