@@ -96,7 +96,7 @@ class Actor(Proc):
     crash in a handler, or a trapped exit from the parent.
     """
 
-    __slots__ = ("__dict__", "_booting", "_calling", "_pending", "_persistent", "_stop_reason",
+    __slots__ = ("__dict__", "_booting", "_calling", "_pending", "_persistent", "_queued", "_stop_reason",
                  "_stop_waiters", "dropped", "restarts", "state")
 
     checkpoint: ClassVar[Any] = None
@@ -126,6 +126,8 @@ class Actor(Proc):
     _stop_reason: tuple[str, Any] | None
     _stop_waiters: list[Any] | None
     _persistent: bool
+    #: In the runtime's run queue (``Runtime.run_queued``): one message waits, and no task is needed.
+    _queued: bool
     restarts: int
     #: Messages refused because the mailbox was at ``max_mailbox``.
     dropped: int
@@ -203,6 +205,7 @@ class Actor(Proc):
         self._stop_reason = None
         self._stop_waiters = None
         self._persistent = False
+        self._queued = False
         self._booting = True  # messages queue, unhandled, until init/restore has finished
         self.restarts = 0
         self.dropped = 0
@@ -229,7 +232,15 @@ class Actor(Proc):
             return
         mbox.append(item)
         if self._task is None:
-            if not self._exiting and not self._booting:
+            if self._queued or self._exiting or self._booting:
+                return
+            if len(mbox) == 1 and item[0] in type(self)._inline_kinds \
+                    and not (self._persistent and _durable(type(self))):
+                # One message for a handler that cannot suspend: the runtime's run queue runs it
+                # later in this loop iteration, with no task (a ring hop, one of a fan-out).
+                self._queued = True
+                rt.enqueue(self)
+            else:
                 self._task = rt.loop.create_task(self._run())
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)  # a handler is in a selective receive
@@ -288,6 +299,18 @@ class Actor(Proc):
             rt.store.after_message(self, None)
         if self._stop_reason is not None and self._task is None:
             self._task = rt.loop.create_task(self._stop_in_task())
+
+    def _run_queued(self) -> None:
+        """The run queue's turn: handle the one waiting message as a hand-off, or start a task if more
+        came meanwhile (a stream is cheaper drained by one task)."""
+        self._queued = False
+        mbox = self._mbox
+        if self._task is not None or self._exiting or not mbox:
+            return
+        if len(mbox) == 1:
+            self._handle_inline(mbox.popleft())
+        else:
+            self._task = self._rt.loop.create_task(self._run())
 
     async def _crash_in_task(self, exc: BaseException) -> None:
         _current.set(self)

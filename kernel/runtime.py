@@ -36,6 +36,8 @@ __all__ = ["Runtime", "socket_path"]
 log = logging.getLogger("kernel")
 
 _CALL = wire.CALL
+#: Queued actors run per loop iteration before others get their turn.
+_RUNQ_BUDGET = 1000
 
 _SIGNALS = frozenset({wire.LINK, wire.UNLINK, wire.EXIT, wire.MONITOR, wire.DEMONITOR, wire.DOWN})
 _DEFERRED = frozenset({wire.EXIT, wire.DOWN})
@@ -87,6 +89,8 @@ class Runtime:
         }
         #: Whether an idle actor may handle a delivery in the sender's step (off while one does).
         self.inline = True
+        #: Actors with one message for a handler that cannot suspend, run without a task each.
+        self._runq: deque[Actor] = deque()
         #: Whether the delivery being dispatched arrived alone in its read (set by the transport).
         self.solo = False
         self._deferred: deque[tuple[Proc, int, tuple[Any, ...]]] = deque()
@@ -244,6 +248,32 @@ class Runtime:
             self.signal(fields[0], wire.EXIT, pid, "noproc", True)
         elif kind == wire.MONITOR:
             self.signal(fields[0], wire.DOWN, fields[1], pid, "noproc")
+
+    def enqueue(self, actor: Actor) -> None:
+        """Put an actor in the run queue (Erlang's scheduler run queue, for handlers with no await)."""
+        self._runq.append(actor)
+        if len(self._runq) == 1:
+            self.loop.call_soon(self._run_queue)
+
+    def _run_queue(self) -> None:
+        """Run queued actors, and those they wake, up to a budget; then yield to the loop.
+
+        Handlers here cannot suspend, so each runs to completion; the budget bounds how long other
+        tasks and I/O wait, as a task draining its mailbox would.
+        """
+        runq = self._runq
+        for _ in range(_RUNQ_BUDGET):
+            if not runq:
+                return
+            actor = runq[0]  # stays queued while it runs, so what it wakes needs no second call_soon
+            try:
+                actor._run_queued()
+            except Exception:
+                log.exception("%r failed outside its handler", actor.pid)
+            finally:
+                runq.popleft()
+        if runq:
+            self.loop.call_soon(self._run_queue)
 
     # -- calls ----------------------------------------------------------------------------------
 

@@ -466,3 +466,80 @@ def test_spawn_link_from_an_actor_on_another_worker() -> None:
         assert down.reason == "killed"
 
     run_node(body)
+
+
+class Hop(kernel.Actor):
+    """Passes an int token on, decremented; at 0 tells ``report``. Its handlers have no await, so a
+    local cast to it waits in the worker's run queue instead of starting a task."""
+
+    async def init(self, report: Pid) -> None:
+        self.report = report
+        self.next: Pid | None = None
+        self.seen = 0
+
+    async def handle_cast(self, message) -> None:
+        match message:
+            case ("next", pid):
+                self.next = pid
+            case ("self", n):  # casts to itself while it is the run queue's head
+                self.seen += 1
+                if n:
+                    self.cast(self.pid, ("self", n - 1))
+                else:
+                    self.send(self.report, ("self_done", self.seen))
+            case "boom":
+                raise ValueError("boom in a queued handler")
+            case int(n):
+                self.seen += 1
+                if n:
+                    self.cast(self.next, n - 1)
+                else:
+                    self.send(self.report, ("ring_done", self.seen))
+
+
+class FanOut(kernel.Actor):
+    """Spawns n Hops on its worker, then casts one token of 0 to each: all become runnable at once."""
+
+    async def handle_call(self, request, caller):
+        n, report = request
+        hops = [await self.spawn(Hop, report) for _ in range(n)]
+        for hop in hops:
+            self.cast(hop, 0)
+        return len(hops)
+
+
+class Relay(kernel.Actor):
+    """Casts on behalf of the test from inside the worker (so the target is reached by a local cast)."""
+
+    async def handle_call(self, request, caller):
+        for dest, message in request:
+            self.cast(dest, message)
+        return "sent"
+
+
+def test_local_casts_to_idle_actors_run_from_the_run_queue_in_order_and_past_its_budget() -> None:
+    async def body(node: Node) -> None:
+        me = node.pid
+        # A ring of 50 on one worker, 10 rounds: every hop is a local cast to an idle actor.
+        ring = [await node.spawn(Hop, me, worker=0) for _ in range(50)]
+        relay = await node.spawn(Relay, worker=0)
+        await node.call(relay, [(a, ("next", b)) for a, b in zip(ring, ring[1:] + ring[:1], strict=True)])
+        await node.call(relay, [(ring[0], 499)])
+        assert await node.receive(lambda m: m[0] == "ring_done", timeout=10) == ("ring_done", 10)
+        # An actor casting to itself from the run queue's head gets every message, one at a time.
+        await node.call(relay, [(ring[1], ("self", 2000))])
+        assert await node.receive(lambda m: m[0] == "self_done", timeout=10) == ("self_done", 2011)
+        # 2500 actors made runnable in one step: more than one budget of the run queue.
+        fan = await node.spawn(FanOut, worker=1)
+        assert await node.call(fan, (2500, me), timeout=30) == 2500
+        for _ in range(2500):
+            assert await node.receive(lambda m: m[0] == "ring_done", timeout=10) == ("ring_done", 1)
+        # A crash in a queued handler is an ordinary crash: linked and monitoring processes learn it.
+        ref = node.monitor(ring[2])
+        await node.call(relay, [(ring[2], "boom")])
+        down = await node.receive(lambda m: isinstance(m, Down) and m.ref == ref, timeout=10)
+        assert isinstance(down.reason, Crash) and "boom in a queued handler" in str(down.reason)
+        assert await node.call(relay, [(ring[3], ("self", 0))]) == "sent"  # the worker runs on
+        assert (await node.receive(lambda m: m[0] == "self_done", timeout=10))[0] == "self_done"
+
+    run_node(body)
