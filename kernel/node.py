@@ -246,7 +246,7 @@ class Node:
             self._token = None
         shutil.rmtree(self._sockdir, ignore_errors=True)
         if self._tmp_state is not None:
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in ("", "-wal", "-shm", "-writer"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._tmp_state + suffix)
 

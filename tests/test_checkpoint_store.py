@@ -418,3 +418,29 @@ def test_cli_lists_and_shows(store: CheckpointStore, db: str) -> None:
     assert "epoch=5" in out.getvalue() and "'apple'" in out.getvalue()
     out = StringIO()
     assert main([db, "nope"], Console(file=out, width=150)) == 1 and "nope" in out.getvalue()
+
+
+def test_a_writer_lock_held_elsewhere_is_waited_for_at_most_busy_timeout(db: str) -> None:
+    """Writers take turns on ``<file>-writer`` before SQLite's lock; one stuck holding it (alive, never
+    releasing) delays a write by ``busy_timeout``, then SQLite's own lock decides, as before."""
+    import fcntl
+
+    CheckpointStore(db).close()
+    assert os.path.exists(db + checkpoints.WRITER_LOCK)
+    holder = os.open(db + checkpoints.WRITER_LOCK, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        store = CheckpointStore(db, busy_timeout=0.05)
+        assert store.write_batch([Write("k", 0, encode("k", 1))]) == [True]
+        store.close()
+    finally:
+        os.close(holder)
+    assert checkpoints.load(db, "k") == 1
+
+
+def test_a_state_file_whose_writer_lock_cannot_be_made_still_works(db: str) -> None:
+    os.mkdir(db + checkpoints.WRITER_LOCK)  # opening a directory to write fails, as in a read-only dir
+    store = CheckpointStore(db)
+    assert store.write_batch([Write("k", 0, encode("k", 2))]) == [True]
+    store.close()
+    assert checkpoints.load(db, "k") == 2
