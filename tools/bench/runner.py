@@ -172,11 +172,16 @@ class Samples:
 class Results:
     floors: dict[str, Samples] = field(default_factory=dict)
     ours: dict[str, Samples] = field(default_factory=dict)
+    #: Row name -> its base (one of our scenarios) measured again inside that row's own node, between
+    #: its reps, so ours and base see the same weather as a floor does.
+    bases: dict[str, Samples] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
     def base_value(self, row: Row) -> float | None:
-        pool = self.floors if row.base.kind == "floor" else self.ours
-        samples = pool.get(row.base.name)
+        if row.base.kind == "floor":
+            samples = self.floors.get(row.base.name)
+        else:
+            samples = self.bases.get(row.name) or self.ours.get(row.base.name)
         return samples.median.value * row.base.scale if samples and samples.figures else None
 
 
@@ -204,8 +209,10 @@ async def _run_row(results: Results, row: Row, quick: bool, reps: int, console: 
     floors = [f for f in ((row.base.name,) if row.base.kind == "floor" else ()) + row.extra_floors
               if f not in results.floors]
     ours = [row.name]
-    if row.base.kind == "ours" and row.base.name not in results.ours:
+    if row.base.kind == "ours":
         ours.insert(0, row.base.name)
+    # A base that has no samples of its own yet (a hidden base, or a row not asked for) is also shown.
+    show_base = row.base.kind == "ours" and row.base.name not in results.ours
     reps = row.reps or reps
     try:
         from kernel import Node
@@ -223,6 +230,10 @@ async def _run_row(results: Results, row: Row, quick: bool, reps: int, console: 
                     await _run_floor(results, name, quick)
                 for name in ours:
                     figure = await SCENARIOS[name](node, _scenario_n(name, quick, full))
+                    if name != row.name:
+                        results.bases.setdefault(row.name, Samples()).figures.append(figure)
+                        if not show_base:
+                            continue
                     results.ours.setdefault(name, Samples()).figures.append(figure)
                 console.log(f"{row.name}: rep {rep + 1}/{reps} done")
     except Exception as exc:
@@ -300,6 +311,8 @@ def report(results: Results, names: Sequence[str]) -> dict[str, Any]:
         base_pool = results.floors if row.base.kind == "floor" else results.ours
         if base_pool.get(row.base.name):  # a scaled base (ring's one-way bound) takes our unit
             entry["base_unit"] = base_pool[row.base.name].median.unit
+        if results.bases.get(name):
+            entry["base_samples"] = [f.value for f in results.bases[name].figures]
         if samples and samples.figures:
             med = samples.median
             entry.update(unit=med.unit, base_unit=med.unit, median=med.value, extra=med.extra,
