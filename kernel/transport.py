@@ -26,7 +26,7 @@ import os
 import pickle
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from .errors import MessageTooLarge
@@ -159,19 +159,16 @@ class _Inbound(asyncio.Protocol):
             except Exception:
                 log.exception("could not decode a message from %s; dropped", self.peer)
                 continue
-            if type(envelope) is list:
+            batch: Sequence[Any] = (envelope,)
+            if type(envelope) is list:  # a tick's batch of plain envelopes: not a lone message
                 if hint is not None:
                     hint(False)
-                for item in envelope:
-                    try:
-                        dispatch(item)
-                    except Exception:
-                        log.exception("failed to dispatch a message from %s", self.peer)
-                continue
-            try:
-                dispatch(envelope)
-            except Exception:
-                log.exception("failed to dispatch a message from %s", self.peer)
+                batch = envelope
+            for item in batch:
+                try:
+                    dispatch(item)
+                except Exception:
+                    log.exception("failed to dispatch a message from %s", self.peer)
         self._need = 0
         if hint is not None:
             hint(False)
