@@ -181,6 +181,55 @@ def _failure(e: sqlite3.Error, count: int) -> CheckpointWriteFailed:
 
 #: Suffix of the advisory lock file beside a state file (with SQLite's own ``-wal`` and ``-shm``).
 WRITER_LOCK = "-writer"
+#: A state file and the files that live beside it.
+STATE_FILES = ("", "-wal", "-shm", WRITER_LOCK)
+
+
+def remove_state_file(path: str | os.PathLike[str]) -> None:
+    """Delete a state file and its companions (a temporary one, once nothing has it open)."""
+    for suffix in STATE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.fspath(path) + suffix)
+
+
+class WriterTurn:
+    """Writers of one state file take turns on a ``flock`` of ``<file>-writer`` before SQLite's lock.
+
+    Two workers commit to one file. Waiting on SQLite's own lock means its busy handler, which sleeps 1,
+    2, 5, 10... ms between tries, while a transaction holds the lock for well under a millisecond: the
+    waiter oversleeps it several times over. This lock is polled every 50 us instead. Past ``timeout``
+    the writer goes on without it and SQLite's lock decides, as before; where the lock file cannot be
+    made (a read-only directory), SQLite's lock alone decides, as it always may.
+    """
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self._timeout = timeout
+        try:
+            self._fd = os.open(path + WRITER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            self._fd = -1
+
+    def acquire(self) -> bool:
+        """Wait for the turn; False if there is no lock file or ``timeout`` passed (then do not release)."""
+        if self._fd < 0:
+            return False
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.00005)
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class CheckpointStore:
@@ -199,13 +248,7 @@ class CheckpointStore:
         self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
                                      check_same_thread=False)
         self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._busy_timeout = busy_timeout
-        # Writers of this file take turns on an advisory lock first (see _take_turn); where the lock
-        # file cannot be made (a read-only directory), SQLite's lock alone decides, as it always may.
-        try:
-            self._turn = os.open(self.path + WRITER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:
-            self._turn = -1
+        self._turn = WriterTurn(self.path, busy_timeout)
         self._migrate()
         self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         self._last: dict[str, tuple[int, bytes]] = {}  # key text -> (epoch, digest) last committed here
@@ -234,7 +277,7 @@ class CheckpointStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        turn = self._take_turn()
+        turn = self._turn.acquire()
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -246,27 +289,7 @@ class CheckpointStore:
                 raise
         finally:
             if turn:
-                fcntl.flock(self._turn, fcntl.LOCK_UN)
-
-    def _take_turn(self) -> bool:
-        """Wait for the file's writer lock (``flock`` on ``<path>-writer``) before SQLite's.
-
-        Two workers commit to one file. Waiting on SQLite's own lock means its busy handler, which sleeps
-        1, 2, 5, 10... ms between tries, while a transaction holds the lock for well under a millisecond:
-        the waiter oversleeps it several times over. This lock is polled every 50 us instead. Past
-        ``busy_timeout`` the transaction goes on without it and SQLite's lock decides, as before.
-        """
-        if self._turn < 0:
-            return False
-        deadline = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                fcntl.flock(self._turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.00005)
+                self._turn.release()
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -402,9 +425,7 @@ class CheckpointStore:
 
     def close(self) -> None:
         self._conn.close()
-        if self._turn >= 0:
-            os.close(self._turn)
-            self._turn = -1
+        self._turn.close()
 
 
 @dataclass(frozen=True)

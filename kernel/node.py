@@ -246,9 +246,9 @@ class Node:
             self._token = None
         shutil.rmtree(self._sockdir, ignore_errors=True)
         if self._tmp_state is not None:
-            for suffix in ("", "-wal", "-shm", "-writer"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._tmp_state + suffix)
+            from .checkpoints import remove_state_file  # SQLite tooling: kept off worker start-up
+
+            remove_state_file(self._tmp_state)
 
     # -- the node's context ---------------------------------------------------------------------
 

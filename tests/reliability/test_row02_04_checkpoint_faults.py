@@ -99,8 +99,7 @@ def test_sigkill_inside_checkpoint_transactions(tmp_path: Path) -> None:
         tally["torn_batches"] += bool(res["torn"])
         tally["lost"] += res["lost"]
         tally["in_doubt"] += res["in_doubt"]
-        for suffix in ("", "-wal", "-shm", "-writer"):
-            (tmp_path / f"t{t}.db{suffix}").unlink(missing_ok=True)
+        checkpoints.remove_state_file(tmp_path / f"t{t}.db")
     assert tally["integrity_failures"] == 0 and tally["torn_batches"] == 0 and tally["lost"] == 0, tally
     record(2, "test_sigkill_inside_checkpoint_transactions", trials=trials,
            in_doubt_rate=round(tally["in_doubt"] / trials, 3), **tally)

@@ -280,8 +280,7 @@ def test_torn_wal_tail_opens_with_last_fully_committed_batch(tmp_path: Path) -> 
         tally["wrong_states"] += res["wrong"]
         if res["wrong"] or len(examples) < 3:
             examples.append((res["acked"], res["expected"], res["stored"]))
-        for suffix in ("", "-wal", "-shm", "-writer"):
-            (tmp_path / f"w{t}.db{suffix}").unlink(missing_ok=True)
+        checkpoints.remove_state_file(tmp_path / f"w{t}.db")
     assert tally == {"integrity_failures": 0, "torn_batches": 0, "wrong_states": 0}, (tally, examples)
     record(3, "test_torn_wal_tail_opens_with_last_fully_committed_batch", trials=trials,
            silent_empty_starts=0, examples_acked_expected_stored=examples, **tally)
