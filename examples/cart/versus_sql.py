@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -62,6 +61,7 @@ from rich.table import Table
 
 import kernel
 from kernel import Node
+from kernel.checkpoints import WriterTurn
 
 from .cart import cart_name
 from .web import echo_key, start_fronts
@@ -91,25 +91,17 @@ def _stateless_app(path: str, sql_threads: int) -> web.Application:
             local.conn = conn
         return conn
 
-    turn = os.open(path + "-writer", os.O_RDWR | os.O_CREAT, 0o600)
-
-    def take_turn() -> None:
-        # The same discipline as the kernel's checkpoint store: wait for the writers' flock, polled every
-        # 50 us, before SQLite's lock, whose busy handler sleeps 1, 2, 5, 10... ms between tries.
-        while True:
-            try:
-                fcntl.flock(turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                time.sleep(0.00005)
+    # The same discipline as the kernel's checkpoint store: writers take turns on a polled flock
+    # before SQLite's lock, whose busy handler sleeps 1, 2, 5, 10... ms between tries.
+    turn = WriterTurn(path, timeout=30.0)
 
     def add(user: str, key: str, sku: str, qty: int) -> str:
-        conn = db()
-        take_turn()
+        held = turn.acquire()
         try:
-            return _add(conn, user, key, sku, qty)
+            return _add(db(), user, key, sku, qty)
         finally:
-            fcntl.flock(turn, fcntl.LOCK_UN)
+            if held:
+                turn.release()
 
     def _add(conn: sqlite3.Connection, user: str, key: str, sku: str, qty: int) -> str:
         conn.execute("BEGIN IMMEDIATE")
