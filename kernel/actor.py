@@ -126,7 +126,7 @@ class Actor(Proc):
     _stop_reason: tuple[str, Any] | None
     _stop_waiters: list[Any] | None
     _persistent: bool
-    #: In the runtime's run queue (``Runtime.run_queued``): one message waits, and no task is needed.
+    #: In the runtime's run queue (``Runtime.enqueue``): one message waits, and no task is needed.
     _queued: bool
     restarts: int
     #: Messages refused because the mailbox was at ``max_mailbox``.

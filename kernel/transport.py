@@ -337,8 +337,9 @@ class Peer:
     def _frame(self, batch: list[tuple[Any, ...]]) -> None:
         data = _dumps(batch, 5)
         if len(data) > self.max_message:
-            # Only a batch piled up while the peer was away can grow so big; one plain envelope is
-            # under 9 KB, below the smallest bound a node accepts (64 KiB), so halving always ends.
+            # A tick of many messages, or a batch piled up while the peer was away: halve it. One
+            # plain envelope is under 9 KB, below the smallest bound a node accepts (64 KiB), so
+            # halving always ends.
             half = len(batch) // 2
             self._frame(batch[:half])
             self._frame(batch[half:])
