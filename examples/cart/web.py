@@ -117,15 +117,22 @@ def make_app() -> web.Application:
     return app
 
 
-async def start_server(port: int = 0) -> tuple[web.AppRunner, str]:
-    """Serve the API on 127.0.0.1 (``port=0``: any free port); returns the runner and the base URL."""
-    runner = web.AppRunner(make_app(), access_log=None)
+async def _listen(host: str, port: int, *, reuse_port: bool = False, shutdown_timeout: float = 60.0
+                  ) -> tuple[web.AppRunner, int]:
+    """Serve the API on ``host:port`` (``port=0``: any free port); returns the runner and the bound port."""
+    runner = web.AppRunner(make_app(), access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     await site.start()
     server = site._server  # aiohttp exposes the bound port only through the asyncio server
     assert server is not None
-    bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    bound: int = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, bound
+
+
+async def start_server(port: int = 0) -> tuple[web.AppRunner, str]:
+    """Serve the API on 127.0.0.1 (``port=0``: any free port); returns the runner and the base URL."""
+    runner, bound = await _listen("127.0.0.1", port)
     return runner, f"http://127.0.0.1:{bound}"
 
 
@@ -143,13 +150,7 @@ class HttpFront(Actor):
     """
 
     async def init(self, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 2.0) -> None:
-        self.runner = web.AppRunner(make_app(), access_log=None, shutdown_timeout=shutdown_timeout)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_port=True)
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port only through the asyncio server
-        assert server is not None
-        self.port: int = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.runner, self.port = await _listen(host, port, reuse_port=True, shutdown_timeout=shutdown_timeout)
 
     async def handle_call(self, request: Any, caller: Any) -> Any:
         if request == "port":
@@ -163,10 +164,9 @@ class HttpFront(Actor):
 async def start_fronts(node: Node, host: str = "127.0.0.1", port: int = 0) -> tuple[list[Pid], str]:
     """One :class:`HttpFront` per worker, all on one port; returns their pids and the base URL.
 
-    Spawned with ``node.spawn`` so they are the node's top-level actors: leaving ``async with Node()``
-    stops them the orderly way (``terminate`` closes the server) before the workers go; ``node.stop``
-    each one to stop serving earlier. (``kernel.spawn`` from the node's code would not do: the node
-    only stops what ``node.spawn`` started, and a worker's own shutdown skips ``terminate``.)
+    They are the node's top-level actors: leaving ``async with Node()`` stops them the orderly way
+    (``terminate`` closes the server) before the workers go; ``node.stop`` each one to stop serving
+    earlier.
     """
     first = await node.spawn(HttpFront, host, port, worker=0)
     bound: int = await node.call(first, "port")
