@@ -42,6 +42,8 @@ from .errors import (
     NotSerializable,
     Quarantined,
     StaleEpoch,
+    StateFileInUse,
+    UnsafeStateFile,
 )
 from .node import Node
 from .process import NodeContext, Process
@@ -71,6 +73,8 @@ __all__ = [
     "Quarantined",
     "Ref",
     "StaleEpoch",
+    "StateFileInUse",
+    "UnsafeStateFile",
     "call",
     "cast",
     "checkpoints",

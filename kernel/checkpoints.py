@@ -14,7 +14,8 @@ Promises:
   persists it; a write carrying an older epoch (a zombie incarnation) is refused with
   :class:`~kernel.errors.StaleEpoch`, so it can never overwrite newer state.
 * A write whose bytes equal what this store last wrote for the key at the same epoch writes nothing (and
-  costs no transaction). Such a write is not fenced: it changes nothing.
+  costs no write transaction), but it is still fenced: one read of the key's epoch, so a zombie whose
+  state happens to be unchanged learns it was replaced instead of being told its write is durable.
 
 Layout: the schema is created and migrated with sqlite-utils; the hot path uses the ``sqlite3`` module
 directly, because it needs ``BEGIN IMMEDIATE`` and a fenced ``INSERT ... SELECT ... WHERE ... ON CONFLICT``
@@ -205,7 +206,8 @@ class WriterTurn:
     def __init__(self, path: str, timeout: float) -> None:
         self._timeout = timeout
         try:
-            self._fd = os.open(path + WRITER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd = os.open(path + WRITER_LOCK,
+                               os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError:
             self._fd = -1
 
@@ -331,6 +333,7 @@ class CheckpointStore:
         pending: dict[str, tuple[int, bytes]] = {}
         digests: dict[int, bytes] = {}
         todo: list[int] = []
+        unchanged: list[int] = []
         for i, op in enumerate(ops):
             if i in superseded:
                 continue
@@ -342,6 +345,7 @@ class CheckpointStore:
             digest = _digest(op.data)
             if pending.get(texts[i], self._last.get(texts[i])) == (op.epoch, digest):
                 self.unchanged += 1
+                unchanged.append(i)
             else:
                 pending[texts[i]] = (op.epoch, digest)
                 digests[i] = digest
@@ -359,9 +363,26 @@ class CheckpointStore:
                     self._last.pop(texts[i], None)
                 elif results[i] is True:
                     self._last[texts[i]] = (op.epoch, digests[i])
+        if unchanged:
+            try:
+                self._fence_unchanged(ops, texts, unchanged, results)
+            except sqlite3.Error as e:
+                raise _failure(e, len(unchanged)) from e
         for i, j in superseded.items():
             results[i] = results[j]
         return results
+
+    def _fence_unchanged(self, ops: Sequence[Write | Activate], texts: Sequence[str], unchanged: list[int],
+                         results: list[bool | StaleEpoch | Activation]) -> None:
+        """An unchanged write is refused like a real one if its key was activated again meanwhile."""
+        for i in unchanged:
+            op = ops[i]
+            assert isinstance(op, Write)
+            current = self._conn.execute(_CURRENT_EPOCH, (texts[i],)).fetchone()[0]
+            if op.epoch < current:
+                results[i] = StaleEpoch(op.key, op.epoch, current)
+                self._last.pop(texts[i], None)
+                self.stale += 1
 
     def _run(self, ops: Sequence[Write | Activate], texts: Sequence[str], todo: list[int],
              results: list[bool | StaleEpoch | Activation]) -> None:

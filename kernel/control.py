@@ -141,12 +141,27 @@ def validate_node_name(name: object) -> str:
     return name
 
 
+#: The shared directory of the usual runtime directory: a literal /tmp, not tempfile.gettempdir(), so
+#: node and observer agree even if TMPDIR differs (a module constant so tests can move it).
+_SHARED_TMP = "/tmp"
+
+
 def _candidate_dir() -> Path:
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base and os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
         return Path(base) / "pyotp"
-    # A literal /tmp, not tempfile.gettempdir(): node and observer must agree even if TMPDIR differs.
-    return Path("/tmp") / f"pyotp-{os.getuid()}"
+    return Path(_SHARED_TMP) / f"pyotp-{os.getuid()}"
+
+
+def _candidate_dirs() -> list[Path]:
+    """Where the runtime directory may be, in the order node and observer both try them.
+
+    The private fallback under the user's home defeats a local denial of service: another user who
+    pre-creates ``/tmp/pyotp-<uid>`` makes it unusable (it is refused, never trusted), not the node.
+    """
+    first = _candidate_dir()
+    fallback = Path.home() / ".cache" / "pyotp" / "run"
+    return [first] if first == fallback else [first, fallback]
 
 
 def _check_private_dir(path: Path) -> None:
@@ -165,16 +180,10 @@ def _check_private_dir(path: Path) -> None:
         )
 
 
-def runtime_dir(create: bool = True) -> Path:
-    """The private directory holding every node's socket and key for this user.
-
-    ``$XDG_RUNTIME_DIR/pyotp`` if ``XDG_RUNTIME_DIR`` is set and writable, else ``/tmp/pyotp-<uid>``.
-    Created ``0700`` when missing (and ``create``). An existing one is verified, never repaired: it
-    must be a real directory owned by us with no group/other bits, else :class:`UnsafeRuntimeDir`.
-    With ``create=False`` a missing directory raises ``FileNotFoundError``.
-    """
-    path = _candidate_dir()
+def _one_runtime_dir(path: Path, create: bool) -> Path:
     if create:
+        if path != _candidate_dir():  # the home fallback: its parents are ours to make
+            os.makedirs(path.parent, mode=0o700, exist_ok=True)
         try:
             os.mkdir(path, 0o700)
         except FileExistsError:
@@ -183,6 +192,33 @@ def runtime_dir(create: bool = True) -> Path:
             os.chmod(path, 0o700)  # the umask can only remove bits, but make the invariant explicit
     _check_private_dir(path)
     return path
+
+
+def runtime_dir(create: bool = True) -> Path:
+    """The private directory holding every node's socket and key for this user.
+
+    ``$XDG_RUNTIME_DIR/pyotp`` if ``XDG_RUNTIME_DIR`` is set and writable, else ``/tmp/pyotp-<uid>``.
+    Created ``0700`` when missing (and ``create``). An existing one is verified, never repaired: it
+    must be a real directory owned by us with no group/other bits. One that is not (another user made
+    it first) is skipped, with a warning, for ``~/.cache/pyotp/run``, which the observer tries next too;
+    only when none is usable is :class:`UnsafeRuntimeDir` raised. With ``create=False`` the first that
+    exists and is ours is returned, and ``FileNotFoundError`` raised when none exists.
+    """
+    refused: UnsafeRuntimeDir | None = None
+    for path in _candidate_dirs():
+        try:
+            found = _one_runtime_dir(path, create)
+        except FileNotFoundError:
+            continue
+        except UnsafeRuntimeDir as exc:
+            refused = refused or exc
+            continue
+        if refused is not None and create:
+            log.warning("%s; using %s instead", refused.message, found)
+        return found
+    if refused is not None:
+        raise refused
+    raise FileNotFoundError(f"no runtime directory: none of {[str(p) for p in _candidate_dirs()]} exists")
 
 
 def _paths(name: str, directory: Path) -> tuple[Path, Path]:
@@ -195,7 +231,9 @@ def _claim_name(name: str) -> tuple[Path, Path]:
     "Stale" means connect() is refused: nobody listens. A listener that is merely slow to answer (its
     loop is busy, or it is this very process) still holds the name.
     """
-    sock_path, key_path = _paths(name, runtime_dir(create=True))
+    directory = runtime_dir(create=True)
+    _sweep_dead(directory)
+    sock_path, key_path = _paths(name, directory)
     if len(os.fsencode(sock_path)) >= 108:
         raise ValueError(f"socket path {str(sock_path)!r} is too long for AF_UNIX; use a shorter name")
     if os.path.lexists(sock_path):
@@ -203,6 +241,42 @@ def _claim_name(name: str) -> tuple[Path, Path]:
             raise ControlError("name_in_use", f"a node named {name!r} is already running")
         os.unlink(sock_path)
     return sock_path, key_path
+
+
+def _bound_paths() -> set[str] | None:
+    """Paths of every Unix socket that is open on this host (Linux ``/proc/net/unix``), or None."""
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
+            next(f)
+            return {fields[7].rstrip("\n") for line in f if len(fields := line.split(None, 7)) == 8}
+    except (OSError, StopIteration):
+        return None
+
+
+def _sweep_dead(directory: Path) -> None:
+    """Remove the socket and key files of dead nodes, so they never accumulate.
+
+    A node's socket is dead when no open socket is bound to its path (``/proc/net/unix``): a socket that
+    is bound but not yet listening (a node starting right now) still counts as alive. Without
+    ``/proc``, nothing is swept (a stale name is still replaced when it is claimed again).
+    """
+    bound = _bound_paths()
+    if bound is None:
+        return
+    for sock in directory.glob("*.sock"):
+        if str(sock) in bound or not _NAME_RE.fullmatch(sock.name.removesuffix(".sock")):
+            continue
+        try:
+            st = os.lstat(sock)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISSOCK(st.st_mode) or str(sock) in (_bound_paths() or ()):
+            continue  # checked again: the node may have bound it since the first look
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock.with_suffix(".key"))
+        log.info("removed the control socket of dead node %r", sock.name.removesuffix(".sock"))
 
 
 # ------------------------------------------------------------------------------------------ handshake

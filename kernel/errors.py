@@ -22,6 +22,8 @@ __all__ = [
     "NotSerializable",
     "Quarantined",
     "StaleEpoch",
+    "StateFileInUse",
+    "UnsafeStateFile",
 ]
 
 
@@ -187,3 +189,39 @@ class CheckpointCorrupt(KernelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.key,))
+
+
+class StateFileInUse(KernelError):
+    """Another live node owns this state file (it holds the file's owner lock); this node did not start.
+
+    ``owner`` is the OS pid of the owning process (0 if it could not be read). Ownership ends when that
+    process dies in any way, SIGKILL included.
+    """
+
+    def __init__(self, path: str, owner: int) -> None:
+        self.path = path
+        self.owner = owner
+        who = f"OS pid {owner}" if owner else "a process whose pid could not be read"
+        super().__init__(
+            f"state file {path!r} is in use by another node ({who}); stop that node first, or give this "
+            "node another state file")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.owner))
+
+
+class UnsafeStateFile(KernelError):
+    """A state file (or a companion) that others could have written: refused, nothing was read from it.
+
+    The file is unpickled on restore, so whoever can write it can run code as the node's user.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"refusing state file {path!r}: {problem}; whoever can write a state file can run code as "
+            "this user when it is restored")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.problem))

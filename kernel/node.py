@@ -19,14 +19,13 @@ import logging
 import os
 import re
 import reprlib
-import shutil
+import secrets
 import signal
 import sys
-import tempfile
 import time
 from typing import Any
 
-from . import wire
+from . import statefile, wire
 from .authority import Authority
 from .context import _current
 from .control import ControlError, ControlServer, validate_node_name
@@ -68,6 +67,8 @@ class Node:
             raise ValueError(f"workers must be a positive int or None, got {workers!r}")
         if state is not None and not isinstance(state, (str, os.PathLike)):
             raise TypeError(f"state must be a path (str or os.PathLike) or None, got {type(state).__name__}")
+        if state is not None and not os.fspath(state):
+            raise ValueError("state must be a file path or None (a temporary file), got ''")
         if name is not None:
             validate_node_name(name)  # TypeError/ValueError naming `name`
         if not isinstance(max_message, int) or isinstance(max_message, bool) or max_message < MIN_MESSAGE:
@@ -84,6 +85,7 @@ class Node:
         self.size = workers
         self.state = os.fspath(state) if state is not None else None
         self._tmp_state: str | None = None
+        self._owner: statefile.OwnerLock | None = None
         self._rt: Runtime | None = None
         self._ctx: NodeContext | None = None
         self._procs: dict[int, asyncio.subprocess.Process] = {}
@@ -109,28 +111,53 @@ class Node:
         if self._rt is not None:
             raise KernelError("this node is already started")
         self._started = time.time()
-        self._sockdir = tempfile.mkdtemp(prefix="pyotp-")  # mkdtemp makes it 0700
-        secret = os.urandom(32)
-        rt = self._rt = Runtime(NODE, 0, self._sockdir, secret, self.size)
-        rt.listener.max_message = self.max_message
-        Authority(rt)
-        rt.note_ops["ready"] = self._on_ready
-        await rt.start()
-        if self.state is None:
-            fd, self._tmp_state = tempfile.mkstemp(prefix="pyotp-state-", suffix=".db")
-            os.close(fd)
-        ctx = self._ctx = NodeContext()
-        ctx._bind(rt, rt.next_pid(), None, None, None)
-        ctx._start_context()
-        rt.procs[ctx.pid.serial] = ctx
+        self._claim_state()  # ValueError / UnsafeStateFile / StateFileInUse before anything else
+        # Linux abstract socket names: nothing on disk, gone with the process (the uid check and the
+        # handshake still guard them; see kernel.transport).
+        self._sockdir = f"\0pyotp-{secrets.token_hex(8)}"
         try:
+            secret = os.urandom(32)
+            rt = self._rt = Runtime(NODE, 0, self._sockdir, secret, self.size)
+            rt.listener.max_message = self.max_message
+            Authority(rt)
+            rt.note_ops["ready"] = self._on_ready
+            await rt.start()
+            ctx = self._ctx = NodeContext()
+            ctx._bind(rt, rt.next_pid(), None, None, None)
+            ctx._start_context()
+            rt.procs[ctx.pid.serial] = ctx
             await asyncio.gather(*(self._launch(i, 0) for i in range(self.size)))
             self._control = ControlServer(self.name, self._control_request)
             await self._control.start()
         except BaseException:
             await self.close()
+            self._release_state()  # a start that failed leaves nothing behind
             raise
         self._token = _current.set(ctx)
+
+    def _claim_state(self) -> None:
+        """Check the state file, take its owner lock, create it 0600 (section 6 of API.md)."""
+        if self.state is None:
+            self._tmp_state, self._owner = statefile.make_temporary()
+            return
+        path = statefile.validate(self.state)
+        owner = statefile.OwnerLock(path)
+        owner.acquire()
+        try:
+            statefile.create_private(path)
+        except BaseException:
+            owner.release()
+            raise
+        self._owner = owner
+
+    def _release_state(self) -> None:
+        """Remove a temporary state's directory, then give the owner lock up (idempotent)."""
+        if self._owner is None:
+            return
+        if self._tmp_state is not None:
+            statefile.remove_temporary(self._tmp_state)
+        self._owner.release()
+        self._owner = None
 
     @property
     def state_path(self) -> str:
@@ -244,11 +271,7 @@ class Node:
             except ValueError:
                 _current.set(None)  # left from another context (e.g. a different task)
             self._token = None
-        shutil.rmtree(self._sockdir, ignore_errors=True)
-        if self._tmp_state is not None:
-            from .checkpoints import remove_state_file  # SQLite tooling: kept off worker start-up
-
-            remove_state_file(self._tmp_state)
+        self._release_state()
 
     # -- the node's context ---------------------------------------------------------------------
 

@@ -128,13 +128,12 @@ class CheckpointService:
         if idle:
             self._arm_idle(actor, slot, idle)
         if held is not None and policy.durable:
-            # A durable reply waits for the commit of exactly the state its call produced.
+            # A durable reply waits for the commit of exactly the state its call produced; an unchanged
+            # state goes to the store too, which checks (without writing) that this incarnation still
+            # owns the key, so a replaced one never acknowledges a write it did not make.
             data = encode(actor.key, actor.state, getattr(type(actor), "checkpoint_codec", "pickle"))
             digest = hashlib.blake2b(data, digest_size=16).digest()
-            if digest == slot.digest:
-                self._release(actor, held)
-            else:
-                self._write(actor, slot, data, digest, held)
+            self._write(actor, slot, data, digest, held)
             return
         self._release(actor, held)
         slot.changes += 1

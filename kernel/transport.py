@@ -1,9 +1,11 @@
 """Unix-domain sockets between the processes of one node: authenticated, batched, ordered.
 
-Security: our frames carry pickles, and unpickling is code execution. So every socket lives in a
-private 0700 directory, is itself 0600, the accepting side checks the peer's uid (SO_PEERCRED), and
-both sides prove knowledge of the node's secret (HMAC-SHA256 challenge-response in both directions,
-as multiprocessing's authkey does) before a single byte is unpickled.
+Security: our frames carry pickles, and unpickling is code execution. So the accepting side checks the
+peer's uid (SO_PEERCRED), and both sides prove knowledge of the node's secret (HMAC-SHA256
+challenge-response in both directions, as multiprocessing's authkey does) before a single byte is
+unpickled. A node's own sockets are Linux abstract names (``\0pyotp-<random>/w0.sock``): no file, so
+nothing is left behind when a process is SIGKILLed, and no file permission to get wrong; a socket given
+as a file path instead lives in a private 0700 directory and is itself 0600.
 
 Throughput: a connection is one-way. Each process keeps one outbound :class:`Peer` per destination
 process and writes everything for it into one buffer that is flushed once per event-loop tick, so
@@ -55,6 +57,35 @@ def check_private_dir(path: str) -> None:
     st = os.stat(path)
     if st.st_uid != os.getuid() or st.st_mode & 0o077:
         raise PermissionError(f"socket directory {path!r} must be owned by uid {os.getuid()} with mode 0700")
+
+
+#: Longest AF_UNIX address Linux accepts (sun_path is 108 bytes, one kept for the terminating NUL).
+_MAX_ADDRESS = 107
+
+
+def _check_address(path: str) -> None:
+    if len(os.fsencode(path)) > _MAX_ADDRESS:
+        raise ValueError(f"socket path {path!r} is longer than the {_MAX_ADDRESS} bytes AF_UNIX allows; "
+                         "use a shorter directory")
+
+
+def _abstract(path: str) -> bool:
+    """A Linux abstract socket name (leading NUL): no file, gone when its process dies."""
+    return path.startswith("\0")
+
+
+async def _connect_abstract(loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol],
+                            path: str) -> asyncio.Transport:
+    # uvloop's create_unix_connection refuses abstract names (EINVAL): connect the socket ourselves.
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, path)
+        transport, _ = await loop.create_unix_connection(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    return transport
 
 
 def _peer_uid(transport: asyncio.BaseTransport) -> int | None:
@@ -193,10 +224,21 @@ class Listener:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
+        _check_address(self.path)
+        loop = asyncio.get_running_loop()
+        if _abstract(self.path):  # no file to guard: the peer uid check and the handshake do
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(self.path)
+                sock.setblocking(False)
+                self._server = await loop.create_unix_server(self._inbound, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            return
         check_private_dir(os.path.dirname(self.path))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # a socket left by a dead predecessor of the same worker
-        loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(
             self._inbound, self.path)
         os.chmod(self.path, 0o600)
@@ -363,8 +405,14 @@ class Peer:
     async def _connect_task(self) -> None:
         try:
             done: asyncio.Future[None] = self._loop.create_future()
-            transport, _ = await self._loop.create_unix_connection(
-                lambda: _Outbound(self._secret, self._ident, done, self._lost), self.path)
+
+            def factory() -> _Outbound:
+                return _Outbound(self._secret, self._ident, done, self._lost)
+
+            if _abstract(self.path):
+                transport = await _connect_abstract(self._loop, factory, self.path)
+            else:
+                transport, _ = await self._loop.create_unix_connection(factory, self.path)
             await done
         except (OSError, ConnectionError) as exc:
             log.debug("connect to %s failed: %s", self.path, exc)

@@ -26,8 +26,9 @@ def run_node(body: Callable[[Node], Awaitable[Any]], workers: int = 2, **kw: Any
 def probe_as_nobody(path: str, timeout: float = BOUND) -> bytes:
     """Fork a child that becomes uid 65534, connects to the Unix socket ``path``, reports what it got.
 
-    Root walks into the (0700) directory first, then drops privileges, so only the peer-uid check
-    (SO_PEERCRED) stands between the child and the socket. Returns ``b"got:..."`` or ``b"error:..."``.
+    Root walks into the (0700) directory first (an abstract name has none), then drops privileges, so
+    only the peer-uid check (SO_PEERCRED) stands between the child and the socket. Returns
+    ``b"got:..."`` or ``b"error:..."``.
     """
     import os
     import socket
@@ -37,12 +38,14 @@ def probe_as_nobody(path: str, timeout: float = BOUND) -> bytes:
     if child == 0:  # pragma: no cover - runs in the child only
         try:
             os.close(rfd)
-            os.chdir(os.path.dirname(path))
+            abstract = path.startswith("\0")  # a Linux abstract name: no directory to walk into
+            if not abstract:
+                os.chdir(os.path.dirname(path))
             os.setgid(65534)
             os.setuid(65534)
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(timeout)
-                s.connect(os.path.basename(path))
+                s.connect(path if abstract else os.path.basename(path))
                 os.write(wfd, b"got:" + s.recv(1024))
         except BaseException as exc:
             os.write(wfd, f"error:{exc!r}".encode())

@@ -166,6 +166,32 @@ def test_stale_epoch_is_refused_and_newer_state_kept(db: str) -> None:
     new.close()
 
 
+def test_zombie_whose_state_is_unchanged_is_not_told_its_write_is_durable(db: str) -> None:
+    """A sets 1; B restores 1 and sets 2; A's ``set 1`` changes nothing of A's, but it must not be
+    acknowledged: the file holds 2 and A no longer owns the key (API.md section 6)."""
+    a, b = CheckpointStore(db), CheckpointStore(db)
+    ea = a.activate("k").epoch
+    assert a.write_batch([Write("k", ea, encode("k", 1))]) == [True]
+    act = b.activate("k")
+    assert act.record is not None and act.record.state() == 1
+    assert b.write_batch([Write("k", act.epoch, encode("k", 2))]) == [True]
+    transactions = a.transactions
+    [refused] = a.write_batch([Write("k", ea, encode("k", 1))])
+    assert isinstance(refused, StaleEpoch) and refused.current == act.epoch
+    assert a.transactions == transactions  # still no write transaction: one read of the epoch
+    assert checkpoints.load(db, "k") == 2
+
+    async def durable() -> None:  # the same through the group committer a durable reply waits on
+        c = GroupCommitter(a)
+        with pytest.raises(StaleEpoch):
+            await c.commit("k", ea, encode("k", 1))
+        assert await c.commit("k", act.epoch, encode("k", 2)) is True
+        await c.close()
+
+    run(durable())
+    b.close()
+
+
 def test_zombie_refused_even_before_the_new_incarnation_writes(store: CheckpointStore, db: str) -> None:
     e1 = store.activate("k").epoch
     store.activate("k")

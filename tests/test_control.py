@@ -38,11 +38,16 @@ BOUND = 5.0
 
 @pytest.fixture(autouse=True)
 def private_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Each test gets its own XDG_RUNTIME_DIR, so no real node is touched and nothing leaks."""
+    """Each test gets its own XDG_RUNTIME_DIR (and HOME, for the fallback), so no real node is touched."""
     base = tmp_path / "xdg"
     base.mkdir(mode=0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(base))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     yield base / "pyotp"
+
+
+def home_fallback(tmp_path: Path) -> Path:
+    return tmp_path / "home" / ".cache" / "pyotp" / "run"
 
 
 class Recorder:
@@ -219,9 +224,16 @@ def test_bad_names_are_refused() -> None:
 # ------------------------------------------------------------------------------------ runtime dir
 
 
-def test_runtime_dir_refuses_group_bits(private_runtime: Path) -> None:
+def test_runtime_dir_refuses_group_bits(private_runtime: Path, tmp_path: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "kernel.control")
     private_runtime.mkdir(mode=0o700)
     os.chmod(private_runtime, 0o750)
+    assert runtime_dir() == home_fallback(tmp_path)  # never used, never repaired: skipped, and said so
+    assert "0700" in caplog.text and str(private_runtime) in caplog.text
+    assert list(private_runtime.iterdir()) == []
+    home_fallback(tmp_path).rmdir()
+    home_fallback(tmp_path).symlink_to(tmp_path)  # when no candidate is usable, the first refusal says why
     with pytest.raises(UnsafeRuntimeDir, match="0700"):
         runtime_dir()
     with pytest.raises(UnsafeRuntimeDir):
@@ -233,16 +245,47 @@ def test_runtime_dir_refuses_a_symlink(private_runtime: Path, tmp_path: Path) ->
     target = tmp_path / "elsewhere"
     target.mkdir(mode=0o700)
     private_runtime.symlink_to(target)
+    assert runtime_dir() == home_fallback(tmp_path)
+    home_fallback(tmp_path).chmod(0o755)
     with pytest.raises(UnsafeRuntimeDir, match="symlink"):
         runtime_dir()
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to chown to another user")
-def test_runtime_dir_refuses_another_owner(private_runtime: Path) -> None:
+def test_runtime_dir_refuses_another_owner(private_runtime: Path, tmp_path: Path) -> None:
     private_runtime.mkdir(mode=0o700)
     os.chown(private_runtime, 65534, 65534)
     with pytest.raises(UnsafeRuntimeDir, match="owned by uid 65534"):
-        runtime_dir()
+        runtime_dir(create=False)  # nothing usable exists yet: the refusal says why
+    assert runtime_dir() == home_fallback(tmp_path)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to chown to another user")
+def test_a_runtime_dir_pre_created_by_another_user_does_not_stop_nodes(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Local DoS: another user makes /tmp/pyotp-<uid> first. The node falls back to a private directory
+    under the home, says so, and the observer's client finds it there (API.md section 6, issue 13)."""
+    caplog.set_level(logging.WARNING, "kernel.control")
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    monkeypatch.setattr(control, "_SHARED_TMP", str(shared))
+    squatted = shared / f"pyotp-{os.getuid()}"
+    squatted.mkdir(mode=0o777)
+    os.chown(squatted, 65534, 65534)
+    handler = Recorder()
+
+    async def main() -> None:
+        async with ControlServer("victim", handler) as server:
+            assert server.socket_path == home_fallback(tmp_path) / "victim.sock"
+            async with ControlClient() as client:
+                await client.connect("victim")
+                assert await client.request({"op": "ping"}) == {"pong": True}
+            assert await asyncio.to_thread(list_nodes) == ["victim"]
+
+    run(main)
+    assert "owned by uid 65534" in caplog.text and str(home_fallback(tmp_path)) in caplog.text
+    assert list(squatted.iterdir()) == []
 
 
 def test_falls_back_to_tmp_when_xdg_is_unusable(monkeypatch: pytest.MonkeyPatch) -> None:
