@@ -22,6 +22,8 @@ on this package's public names only.
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -109,11 +111,44 @@ def __getattr__(name: str) -> Any:
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` on uvloop."""
+    """``asyncio.run`` on uvloop; SIGTERM and SIGHUP close the program the orderly way, as Ctrl-C does.
+
+    A signal cancels the main task, so ``async with Node()`` blocks exit normally (actors stopped,
+    workers reaped, temporary files removed); then ``SystemExit(128 + signal)`` ends the program with
+    the status a shell expects. A signal whose handler is not the default (``nohup``'s ignored SIGHUP,
+    a handler of the program's own) is left alone.
+    """
     if not asyncio.iscoroutine(main):
         raise TypeError(f"main must be a coroutine (call your async function: run(main())), got {main!r}")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
+        return runner.run(_closing_on_signals(main))
+
+
+async def _closing_on_signals(main: Coroutine[Any, Any, T]) -> T:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    got: list[int] = []
+    installed: list[int] = []
+
+    def stop(signum: int) -> None:
+        got.append(signum)
+        if task is not None:
+            task.cancel()
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (int(signal.SIGTERM), int(signal.SIGHUP)):
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                loop.add_signal_handler(signum, stop, signum)
+                installed.append(signum)
+    try:
+        return await main
+    except asyncio.CancelledError:
+        if got:
+            raise SystemExit(128 + got[0]) from None
+        raise
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
 
 
 def self_pid() -> Pid:

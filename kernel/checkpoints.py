@@ -46,6 +46,7 @@ import sqlite_utils
 
 from .codec import decode, key_from_text, key_to_text
 from .errors import CheckpointCorrupt, CheckpointWriteFailed, StaleEpoch
+from .statefile import OWNER_LOCK, check_private
 
 __all__ = [
     "Activate", "Activation", "CheckpointStore", "CommitterStats", "DeadLetter", "Entry",
@@ -183,7 +184,7 @@ def _failure(e: sqlite3.Error, count: int) -> CheckpointWriteFailed:
 #: Suffix of the advisory lock file beside a state file (with SQLite's own ``-wal`` and ``-shm``).
 WRITER_LOCK = "-writer"
 #: A state file and the files that live beside it.
-STATE_FILES = ("", "-wal", "-shm", WRITER_LOCK)
+STATE_FILES = ("", "-wal", "-shm", WRITER_LOCK, OWNER_LOCK)
 
 
 def remove_state_file(path: str | os.PathLike[str]) -> None:
@@ -617,13 +618,15 @@ def _copy_exception(exc: BaseException | None) -> BaseException:
 
 
 # Offline readers: read-only URI, so inspecting a live file never takes a write lock; each call opens,
-# reads and closes, so it never holds a read transaction that would stall WAL checkpoints.
+# reads and closes, so it never holds a read transaction that would stall WAL checkpoints. Keys and
+# states may be pickles, so a file that others could have written is refused before it is opened.
 
 @contextlib.contextmanager
 def _reader(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]:
     full = os.path.abspath(os.fspath(path))
-    if not os.path.exists(full):
+    if not os.path.lexists(full):
         raise FileNotFoundError(f"no checkpoint file at {full!r}")
+    check_private(full)  # UnsafeStateFile: a symlink, another uid's, or group/other-writable
     conn = sqlite3.connect(f"file:{urllib.parse.quote(full)}?mode=ro", uri=True, timeout=5.0)
     try:
         yield conn
@@ -668,7 +671,11 @@ def dead_letters(path: str | os.PathLike[str]) -> list[DeadLetter]:
 
 
 def drop_dead_letter(path: str | os.PathLike[str], letter_id: int) -> bool:
-    """Delete one dead letter (after a replay, or to discard it); False if there was none."""
+    """Delete one dead letter (after a replay, or to discard it); False if there was none.
+
+    The caller owns the file: the node that runs on it, or a tool holding its
+    :class:`~kernel.statefile.OwnerLock` (``python -m tools.checkpoints --drop`` does).
+    """
     if not isinstance(letter_id, int) or isinstance(letter_id, bool):
         raise TypeError(f"letter_id must be an int, got {letter_id!r}")
     conn = sqlite3.connect(os.fspath(path), timeout=5.0, isolation_level=None)

@@ -88,6 +88,7 @@ def validate(state: str | os.PathLike[str]) -> str:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
+        check_private(path)  # a new file, but a companion planted beside it is refused all the same
         return path
     if stat.S_ISDIR(st.st_mode):
         raise ValueError(f"state {given!r}: {path!r} is a directory; give a file path such as "

@@ -5,8 +5,10 @@ dead letters. With KEY: that checkpoint's metadata and its decoded state. KEY is
 text form: ``wallet`` or ``root/carts/u42`` as is, ``"~('cart', 42)"`` for a tuple key.
 
 The file is opened read-only and closed after each query, so this is safe on a live node: it takes no
-write lock and holds no read transaction that would stall the writers' WAL checkpoints. Decoding a state
-runs pickle: only inspect files you trust.
+write lock and holds no read transaction that would stall the writers' WAL checkpoints. Keys and states
+may be pickles, so before a byte is read the file and its companions must be ours alone (no symlink, our
+uid, not group/other-writable), as a node requires at start. ``--drop`` writes: it takes the file's owner
+lock, so it refuses a file a live node owns (drop through that node's control socket instead).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from rich.console import Console
 from rich.pretty import Pretty
 from rich.table import Table
 
-from kernel import checkpoints
+from kernel import StateFileInUse, UnsafeStateFile, checkpoints
 from kernel.codec import key_from_text, key_to_text
+from kernel.statefile import OwnerLock, check_private
 
 
 def _when(ts: float) -> str:
@@ -73,8 +76,11 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> int:
     args = parser.parse_args(argv)
     console = console or Console()
     try:
+        check_private(args.path)  # before anything is read: keys and states may be pickles
         if args.drop is not None:
-            if not checkpoints.drop_dead_letter(args.path, args.drop):
+            with OwnerLock(args.path):
+                dropped = checkpoints.drop_dead_letter(args.path, args.drop)
+            if not dropped:
                 console.print(f"[red]no dead letter {args.drop}[/]")
                 return 1
             console.print(f"dropped dead letter {args.drop}")
@@ -83,6 +89,9 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> int:
                 console.print(table)
         else:
             show(args.path, key_from_text(args.key), console)
+    except (StateFileInUse, UnsafeStateFile) as e:
+        console.print(f"[red]{e}[/]")
+        return 1
     except (FileNotFoundError, KeyError) as e:
         console.print(f"[red]{e.args[0] if e.args else e}[/]")
         return 1
