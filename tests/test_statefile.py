@@ -294,3 +294,68 @@ def test_an_over_long_socket_path_is_named() -> None:
     path = "/tmp/" + "x" * 120 + "/w0.sock"
     with pytest.raises(ValueError, match="x" * 120):
         run(Listener(path, b"k" * 32, lambda e: None, lambda a, b: None).start())
+
+
+# -- 3. a fenced zombie whose state did not change -----------------------------------------------------
+
+class _Rt:
+    def __init__(self) -> None:
+        self.replies: list[Any] = []
+        self.failures: list[BaseException] = []
+
+    def reply_from_handler(self, actor: Any, caller: Any, reply: Any) -> None:
+        self.replies.append(reply)
+
+    def fail_caller_with(self, caller: Any, exc: BaseException) -> None:
+        self.failures.append(exc)
+
+
+class _Incarnation:
+    """What the checkpoint service sees of a durable actor: key, state, the runtime it replies through."""
+
+    _policy = Checkpoint(every=1, durable=True)
+
+    def __init__(self) -> None:
+        self.key = "wallet"
+        self.state: Any = None
+        self.alive = True
+        self.pid = "<0.1>"
+        self._rt = _Rt()
+        self.reason: Any = None
+
+    def _die(self, reason: Any) -> None:
+        self.alive, self.reason = False, reason
+
+
+def test_a_replaced_incarnation_is_not_acknowledged_for_an_unchanged_durable_state(tmp_path: Path) -> None:
+    """A sets 1; B restores 1 and sets 2; A's ``set 1`` leaves A's state as it was. Its reply used to be
+    released without a write (so without the epoch check): the zombie acknowledged a durable write
+    that never happened, while the file held 2."""
+    from kernel.persistence import CheckpointService
+
+    db = str(tmp_path / "app.db")
+
+    async def body() -> None:
+        sa, sb = CheckpointService(db), CheckpointService(db)  # two workers, two connections
+        a, b = _Incarnation(), _Incarnation()
+
+        async def handled(service: CheckpointService, actor: _Incarnation, state: Any) -> None:
+            actor.state = state
+            service.after_message(actor, ("caller", "ok"))  # type: ignore[arg-type]
+            last = service._slots[id(actor)].last
+            if last is not None:
+                await asyncio.wait([last])
+
+        assert await sa.activate(a) is None  # type: ignore[arg-type]
+        await handled(sa, a, 1)
+        assert a._rt.replies == ["ok"]
+        assert await sb.activate(b) == (1, 0)  # type: ignore[arg-type]
+        await handled(sb, b, 2)
+        await handled(sa, a, 1)  # unchanged for A
+        assert a._rt.replies == ["ok"], "the zombie acknowledged a durable write it never made"
+        assert a._rt.failures and not a.alive and "StaleEpoch" in str(a.reason)
+        await sa.close()
+        await sb.close()
+
+    run(body())
+    assert checkpoints.load(db, "wallet") == 2
