@@ -12,8 +12,9 @@ Principles, written once:
   monitors turn one process's death into signals for others, also when a whole worker dies.
 * **Durability**: a persistent actor's state is checkpointed to SQLite; with ``durable=True`` a call's
   reply is released only once the state it produced is committed.
-* **Security**: sockets carry pickles, so they live in a 0700 directory, are 0600, check the peer's uid
-  and require an HMAC handshake before a single byte is unpickled.
+* **Security**: sockets carry pickles, so they check the peer's uid and require an HMAC handshake before
+  a single byte is unpickled; the state file is unpickled on restore, so it must be ours alone (0600, no
+  symlink) and has one owning node at a time (``kernel.statefile``).
 
 Layers: ``kernel`` imports nothing of ours; ``registry``, ``supervisors``, ``tools`` and ``examples`` build
 on this package's public names only.

@@ -59,15 +59,25 @@ def _problem(st: os.stat_result) -> str | None:
     return None
 
 
+#: Companions whose bytes SQLite reads with the database; the lock files' contents are never read as data.
+_DATA = ("-wal", "-shm")
+
+
 def check_private(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`UnsafeStateFile` if the state file or an existing companion is not ours alone."""
+    """Raise :class:`UnsafeStateFile` if the state file or an existing companion is not ours alone.
+
+    The database, ``-wal`` and ``-shm`` must be plain files of ours that group and others cannot write;
+    the lock files only must not be symlinks (one would make us create or lock a file elsewhere).
+    """
     base = os.fspath(path)
-    for name in (base, *(base + suffix for suffix in COMPANIONS)):
+    for suffix in ("", *COMPANIONS):
+        name = base + suffix
         try:
             st = os.lstat(name)
         except FileNotFoundError:
             continue
-        problem = _problem(st)
+        problem = _problem(st) if suffix in ("", *_DATA) else (
+            _problem(st) if stat.S_ISLNK(st.st_mode) else None)
         if problem is not None:
             raise UnsafeStateFile(name, problem)
 
@@ -123,7 +133,7 @@ def create_private(path: str) -> None:
     companions; existing ones (an older, looser run) are tightened too.
     """
     flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
-    for suffix in ("", *COMPANIONS):
+    for suffix in ("", *_DATA, "-writer"):  # the owner lock is OwnerLock's
         name = path + suffix
         try:
             fd = os.open(name, flags | (os.O_CREAT if not suffix else 0), 0o600)
@@ -132,6 +142,8 @@ def create_private(path: str) -> None:
         except OSError as exc:
             if os.path.islink(name):
                 raise UnsafeStateFile(name, "it is a symlink") from None
+            if suffix == "-writer":
+                continue  # no writers' turn then: SQLite's lock alone decides (see WriterTurn)
             raise ValueError(f"state {path!r}: cannot open {name!r}: {exc.strerror}") from None
         try:
             _tighten(fd, name)
