@@ -256,9 +256,9 @@ def _bound_paths() -> set[str] | None:
 def _sweep_dead(directory: Path) -> None:
     """Remove the socket and key files of dead nodes, so they never accumulate.
 
-    A node's socket is dead when no open socket is bound to its path (``/proc/net/unix``): a socket that
-    is bound but not yet listening (a node starting right now) still counts as alive. Without
-    ``/proc``, nothing is swept (a stale name is still replaced when it is claimed again).
+    A node's socket is dead when no open socket is bound to its path (``/proc/net/unix``) and connect()
+    is refused: a socket that is bound but not yet listening (a node starting right now) still counts as
+    alive. Without ``/proc``, nothing is swept (a stale name is still replaced when it is claimed again).
     """
     bound = _bound_paths()
     if bound is None:
@@ -270,8 +270,8 @@ def _sweep_dead(directory: Path) -> None:
             st = os.lstat(sock)
         except FileNotFoundError:
             continue
-        if not stat.S_ISSOCK(st.st_mode) or str(sock) in (_bound_paths() or ()):
-            continue  # checked again: the node may have bound it since the first look
+        if not stat.S_ISSOCK(st.st_mode) or _socket_listens(sock) or str(sock) in (_bound_paths() or ()):
+            continue  # it answers (listed under another spelling of its path), or was bound since
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock)
         with contextlib.suppress(FileNotFoundError):

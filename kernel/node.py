@@ -56,6 +56,10 @@ class Node:
     commits: "NORMAL" (default) keeps every committed checkpoint through any process crash, SIGKILL of
     a worker or of the node included, and may lose the last few to a power cut or kernel panic; "FULL"
     adds an fsync per commit so they survive those too, at a lower commit rate.
+
+    ``state`` is checked at start, before anything is created (``kernel.statefile``): ``ValueError`` for
+    a path that cannot work, ``UnsafeStateFile`` for one others could have written, ``StateFileInUse``
+    while another live node owns it; the node then owns it until it closes or dies.
     """
 
     def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,
