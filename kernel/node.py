@@ -142,9 +142,10 @@ class Node:
     def _claim_state(self) -> None:
         """Check the state file, take its owner lock, create it 0600 (section 6 of API.md)."""
         if self.state is None:
-            self._tmp_state, self._owner = statefile.make_temporary()
+            self._tmp_state, self._owner = statefile.make_temporary()  # sweeps dead nodes' first
             return
         path = statefile.validate(self.state)
+        statefile.sweep_temporary()  # what dead nodes with a temporary state left, whatever this one uses
         owner = statefile.OwnerLock(path)
         owner.acquire()
         try:

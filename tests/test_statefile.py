@@ -288,6 +288,22 @@ def test_a_start_that_fails_cleans_what_it_created(tmp_path: Path, monkeypatch: 
     assert os.listdir(tmp) == []
 
 
+def test_a_long_tmpdir_does_not_stop_a_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was ``OSError: AF_UNIX path too long`` (without the path), leaking the socket directory."""
+    deep = tmp_path / ("d" * 100) / ("e" * 100)
+    deep.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+
+    async def body() -> str:
+        async with Node(workers=1) as node:
+            pid = await node.spawn(Counter, 3, name="deep")
+            assert await node.call(pid, "get") == 3
+            return node.state_path
+
+    assert run(body()).startswith(str(deep))
+    assert os.listdir(deep) == []
+
+
 def test_an_over_long_socket_path_is_named() -> None:
     from kernel.transport import Listener
 
