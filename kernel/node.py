@@ -114,28 +114,35 @@ class Node:
     async def start(self) -> None:
         if self._rt is not None:
             raise KernelError("this node is already started")
-        self._started = time.time()
         self._claim_state()  # ValueError / UnsafeStateFile / StateFileInUse before anything else
+        try:
+            await self._boot()
+        except BaseException:
+            await self.close()
+            self._release_state()  # a start that failed leaves nothing behind
+            raise
+
+    async def _boot(self) -> None:
+        self._started = time.time()
         # Linux abstract socket names: nothing on disk, gone with the process (the uid check and the
         # handshake still guard them; see kernel.transport).
         self._sockdir = f"\0pyotp-{secrets.token_hex(8)}"
+        secret = os.urandom(32)
+        rt = self._rt = Runtime(NODE, 0, self._sockdir, secret, self.size)
+        rt.listener.max_message = self.max_message
+        Authority(rt)
+        rt.note_ops["ready"] = self._on_ready
+        await rt.start()
+        ctx = self._ctx = NodeContext()
+        ctx._bind(rt, rt.next_pid(), None, None, None)
+        ctx._start_context()
+        rt.procs[ctx.pid.serial] = ctx
         try:
-            secret = os.urandom(32)
-            rt = self._rt = Runtime(NODE, 0, self._sockdir, secret, self.size)
-            rt.listener.max_message = self.max_message
-            Authority(rt)
-            rt.note_ops["ready"] = self._on_ready
-            await rt.start()
-            ctx = self._ctx = NodeContext()
-            ctx._bind(rt, rt.next_pid(), None, None, None)
-            ctx._start_context()
-            rt.procs[ctx.pid.serial] = ctx
             await asyncio.gather(*(self._launch(i, 0) for i in range(self.size)))
             self._control = ControlServer(self.name, self._control_request)
             await self._control.start()
         except BaseException:
             await self.close()
-            self._release_state()  # a start that failed leaves nothing behind
             raise
         self._token = _current.set(ctx)
 
