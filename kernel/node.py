@@ -90,6 +90,7 @@ class Node:
         self.state = os.fspath(state) if state is not None else None
         self._tmp_state: str | None = None
         self._owner: statefile.OwnerLock | None = None
+        self._keeper: Any = None  # the sqlite3 connection that keeps -wal and -shm in place
         self._rt: Runtime | None = None
         self._ctx: NodeContext | None = None
         self._procs: dict[int, asyncio.subprocess.Process] = {}
@@ -157,6 +158,7 @@ class Node:
         owner.acquire()
         try:
             statefile.create_private(path)
+            self._keeper = statefile.keep_open(path)
         except BaseException:
             owner.release()
             raise
@@ -166,6 +168,9 @@ class Node:
         """Remove a temporary state's directory, then give the owner lock up (idempotent)."""
         if self._owner is None:
             return
+        if self._keeper is not None:
+            self._keeper.close()  # the last connection: SQLite checkpoints and removes -wal and -shm
+            self._keeper = None
         if self._tmp_state is not None:
             statefile.remove_temporary(self._tmp_state)
         self._owner.release()

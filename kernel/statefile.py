@@ -7,7 +7,8 @@ it) can run code as the node's user; and two nodes on one file fight over every 
   database) with ``ValueError`` and one that others could have written (a symlink, another uid's file,
   group- or other-writable) with :class:`~kernel.errors.UnsafeStateFile`, before creating anything.
 * :func:`create_private` creates the database ``0600`` through ``O_NOFOLLOW`` (SQLite gives ``-wal`` and
-  ``-shm`` the database's mode) and tightens our own older files to ``0600``.
+  ``-shm`` the database's mode) and tightens our own older files to ``0600``; :func:`keep_open` keeps
+  ``-wal`` and ``-shm`` in place for the node's life, so nobody can plant them between two opens.
 * :class:`OwnerLock` holds an exclusive ``flock`` on ``<state>-owner`` (holding the owner's OS pid) for
   the node's life; the OS drops it on any death, so the next node takes over at once.
 * A temporary state (``state=None``) lives in its own ``pyotp-state-*`` directory with its owner lock;
@@ -21,13 +22,14 @@ import fcntl
 import logging
 import os
 import shutil
+import sqlite3
 import stat
 import tempfile
 import time
 
 from .errors import StateFileInUse, UnsafeStateFile
 
-__all__ = ["OWNER_LOCK", "OwnerLock", "check_private", "create_private", "make_temporary",
+__all__ = ["OWNER_LOCK", "OwnerLock", "check_private", "create_private", "keep_open", "make_temporary",
            "remove_temporary", "sweep_temporary", "validate"]
 
 log = logging.getLogger("kernel.statefile")
@@ -149,6 +151,31 @@ def create_private(path: str) -> None:
             _tighten(fd, name)
         finally:
             os.close(fd)
+
+
+def keep_open(path: str) -> sqlite3.Connection:
+    """Hold the database open in WAL mode for the owner's life, so ``-wal`` and ``-shm`` stay ours.
+
+    SQLite deletes them when its last connection closes and re-creates them (``O_CREAT``, without
+    ``O_EXCL``) at the next open: in a shared directory another user could plant them in between, with
+    frames of their own. One idle connection held by the node keeps them in place, ``0600`` like the
+    database, from start to close (it holds no read lock, so it never stalls a WAL checkpoint). A file
+    SQLite cannot open as a database is a ``ValueError`` naming ``state``.
+    """
+    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a read opens -wal and -shm
+    except sqlite3.Error as exc:
+        conn.close()
+        raise ValueError(f"state {path!r} is not a usable SQLite database: {exc}") from None
+    for suffix in _DATA:
+        fd = os.open(path + suffix, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _tighten(fd, path + suffix)
+        finally:
+            os.close(fd)
+    return conn
 
 
 def _read_pid(fd: int) -> int:

@@ -87,7 +87,9 @@ def start_node(state: str | None, name: str, env: dict[str, str] | None = None) 
                             text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    assert line.startswith("up"), line
+    if not line.startswith("up"):
+        kill(proc)
+        raise AssertionError(f"the node did not start: {line!r}")
     return proc
 
 
@@ -158,6 +160,20 @@ def test_the_database_and_every_companion_are_0600(tmp_path: Path, umask: None) 
     modes = run(body())
     assert set(modes) == {"app.db", "app.db-wal", "app.db-shm", "app.db-writer", "app.db-owner"}, modes
     assert set(modes.values()) == {0o600}, modes
+
+
+def test_wal_and_shm_stay_in_place_and_private_for_the_nodes_life(tmp_path: Path, umask: None) -> None:
+    """SQLite removes -wal and -shm when its last connection closes and re-creates them without O_EXCL:
+    in a shared directory another user could plant them between two opens. The node keeps them."""
+    db = tmp_path / "app.db"
+
+    async def body() -> dict[str, int]:
+        async with Node(workers=1, state=db) as node:  # no persistent actor: no worker opens the file
+            await node.call(await node.spawn(Counter), "get")
+            return {s: stat.S_IMODE(os.lstat(f"{db}{s}").st_mode) for s in ("", "-wal", "-shm")}
+
+    assert run(body()) == {"": 0o600, "-wal": 0o600, "-shm": 0o600}
+    assert sorted(os.listdir(tmp_path)) == ["app.db", "xdg"]  # -wal, -shm, -owner removed at close
 
 
 def test_our_own_looser_state_file_is_tightened(tmp_path: Path, umask: None) -> None:
