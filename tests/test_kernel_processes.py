@@ -61,7 +61,12 @@ def test_sigkill_of_the_node_leaves_no_orphan_worker(tmp_path) -> None:
 
         kernel.run(main())
     """)
-    proc = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    # What a SIGKILLed node leaves until the next start sweeps it goes to this test's own directories.
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), XDG_RUNTIME_DIR=str(tmp_path / "xdg"))
+    proc = subprocess.Popen([sys.executable, script], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env=env)
     try:
         assert proc.stdout is not None
         workers = [int(x) for x in proc.stdout.readline().split()]
