@@ -65,17 +65,20 @@ _DEFAULTS: dict[str, Any] = {"epoch": 0, "codec": "pickle", "class_name": "", "v
                              "count": 1, "created": 0.0}
 # Fenced upsert: written only if the epoch is not older than the key's activation epoch (the WHERE of the
 # SELECT) nor older than the stored checkpoint's (the WHERE of the UPDATE); rowcount 0 means refused.
+# Plain ``?`` placeholders, each bound once (the derived table names them): Python 3.12 deprecates binding
+# a tuple to numbered ``?NNN`` ones, and 3.14 refuses it.
 _UPSERT = """
 INSERT INTO checkpoints(key, epoch, data, codec, class_name, version, updated, digest)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
-WHERE ?2 >= coalesce((SELECT epoch FROM epochs WHERE key = ?1), 0)
+SELECT * FROM (SELECT ? AS key, ? AS epoch, ? AS data, ? AS codec, ? AS class_name, ? AS version,
+                      ? AS updated, ? AS digest) AS w
+WHERE w.epoch >= coalesce((SELECT epoch FROM epochs WHERE epochs.key = w.key), 0)
 ON CONFLICT(key) DO UPDATE SET epoch = excluded.epoch, data = excluded.data, codec = excluded.codec,
     class_name = excluded.class_name, version = excluded.version, updated = excluded.updated,
     digest = excluded.digest
 WHERE excluded.epoch >= checkpoints.epoch
 """
-_CURRENT_EPOCH = """SELECT max(coalesce((SELECT epoch FROM epochs WHERE key = ?1), 0),
-                               coalesce((SELECT epoch FROM checkpoints WHERE key = ?1), 0))"""
+_CURRENT_EPOCH = """SELECT max(coalesce((SELECT epoch FROM epochs WHERE key = :key), 0),
+                               coalesce((SELECT epoch FROM checkpoints WHERE key = :key), 0))"""
 _RECORD = "SELECT key, epoch, data, codec, class_name, version, updated, digest FROM checkpoints"
 
 
@@ -250,10 +253,14 @@ class CheckpointStore:
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves; Python's implicit BEGIN is deferred.
         self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
                                      check_same_thread=False)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._turn = WriterTurn(self.path, busy_timeout)
-        self._migrate()
-        self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._migrate()
+            self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        except BaseException:  # a file we cannot open or migrate: leave no connection to the collector
+            self.close()
+            raise
         self._last: dict[str, tuple[int, bytes]] = {}  # key text -> (epoch, digest) last committed here
         self.transactions = 0
         self.rows_written = 0
@@ -399,7 +406,7 @@ class CheckpointStore:
                 run = []
             if isinstance(op, Activate):
                 text = texts[i]
-                epoch = self._conn.execute(_CURRENT_EPOCH, (text,)).fetchone()[0] + 1
+                epoch = self._conn.execute(_CURRENT_EPOCH, {"key": text}).fetchone()[0] + 1
                 self._conn.execute("INSERT INTO epochs(key, epoch) VALUES (?, ?) ON CONFLICT(key) "
                                    "DO UPDATE SET epoch = excluded.epoch", (text, epoch))
                 row = self._conn.execute(f"{_RECORD} WHERE key = ?", (text,)).fetchone()
@@ -425,7 +432,7 @@ class CheckpointStore:
                 results[i] = True
                 self.rows_written += 1
             else:
-                current = self._conn.execute(_CURRENT_EPOCH, (row[0],)).fetchone()[0]
+                current = self._conn.execute(_CURRENT_EPOCH, {"key": row[0]}).fetchone()[0]
                 results[i] = StaleEpoch(w.key, row[1], current)
                 self.stale += 1
 

@@ -389,7 +389,7 @@ class ControlServer:
         self._handler = handler
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._sock_ino: int | None = None
+        self._inodes: dict[Path, int] = {}  # the socket and key files we created, by path
         self.socket_path: Path | None = None
         self.key_path: Path | None = None
         self._key = b""
@@ -407,11 +407,12 @@ class ControlServer:
         self._key = secrets.token_bytes(_KEY_BYTES)
         # The key exists before the socket, so whoever finds the socket can read the matching key.
         _write_key(key_path, self._key)
+        self._inodes = {key_path: os.stat(key_path).st_ino}
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(os.fspath(sock_path))  # EADDRINUSE if a racing node bound first: we lose, loudly
             os.chmod(sock_path, 0o600)
-            self._sock_ino = os.stat(sock_path).st_ino
+            self._inodes[sock_path] = os.stat(sock_path).st_ino
             sock.listen(64)
             sock.setblocking(False)
             self._server = await asyncio.start_unix_server(self._accept, sock=sock, limit=MAX_REQUEST)
@@ -446,15 +447,13 @@ class ControlServer:
 
     def _remove_files(self, sock_path: Path, key_path: Path) -> None:
         # Invariant: we only remove files we created; a node that replaced a stale socket of ours owns them.
-        try:
-            mine = self._sock_ino is not None and os.stat(sock_path).st_ino == self._sock_ino
-        except FileNotFoundError:
-            mine = False
-        if mine:
+        # Each file is judged by its own inode: since 3.13 asyncio's server.close() unlinks the socket
+        # itself (cleanup_socket), so a missing socket says nothing about whose key is there.
+        for path in (sock_path, key_path):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(sock_path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(key_path)
+                if os.stat(path).st_ino == self._inodes.get(path):
+                    os.unlink(path)
+        self._inodes = {}
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import random
@@ -11,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from io import StringIO
 from pathlib import Path
@@ -53,8 +54,19 @@ def child(code: str, *args: Any) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@contextlib.contextmanager
+def connect(path: str) -> Iterator[sqlite3.Connection]:
+    """A short-lived connection that commits on success and is closed either way.
+
+    ``with sqlite3.connect(...)`` alone only commits: the connection is left to the collector, which
+    Python 3.13 reports as a ``ResourceWarning`` (an error here).
+    """
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        yield conn
+
+
 def integrity(path: str) -> str:
-    with sqlite3.connect(path) as conn:
+    with connect(path) as conn:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
@@ -75,7 +87,7 @@ def test_key_text_round_trips_and_is_one_to_one(key: Any) -> None:
 
 def test_plain_str_keys_are_stored_as_themselves(store: CheckpointStore, db: str) -> None:
     store.write_batch([Write("root/carts/u42", 0, b"x"), Write(("cart", 42), 0, b"y")])
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         stored = {r[0] for r in conn.execute("SELECT key FROM checkpoints")}
     assert stored == {"root/carts/u42", "~('cart', 42)"}
 
@@ -104,7 +116,7 @@ def test_schema_wal_and_columns(store: CheckpointStore, db: str) -> None:
 
 
 def test_migration_adds_missing_columns(db: str) -> None:
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         conn.execute("CREATE TABLE checkpoints (key TEXT PRIMARY KEY, epoch INTEGER, data BLOB)")
         conn.execute("INSERT INTO checkpoints VALUES ('old', 3, ?)", (pickle.dumps("kept"),))
     s = CheckpointStore(db)
@@ -233,7 +245,7 @@ def test_stale_write_amid_fresh_ones_refuses_only_itself(store: CheckpointStore,
 
 def test_batch_is_all_or_nothing(store: CheckpointStore, db: str) -> None:
     store.write_batch([Write("a", 0, b"a1")])
-    with sqlite3.connect(db) as conn:  # fail the third row of the next batch, inside the transaction
+    with connect(db) as conn:  # fail the third row of the next batch, inside the transaction
         conn.execute("CREATE TRIGGER fail BEFORE INSERT ON checkpoints WHEN NEW.key = 'bad' "
                      "BEGIN SELECT RAISE(ABORT, 'injected'); END")
     with pytest.raises(CheckpointWriteFailed, match="injected") as info:
@@ -242,7 +254,7 @@ def test_batch_is_all_or_nothing(store: CheckpointStore, db: str) -> None:
     assert info.value.count == 4
     assert not store.connection.in_transaction
     assert checkpoints.keys(db) == ["a"] and checkpoints.record(db, "a").data == b"a1"
-    with sqlite3.connect(db) as conn:
+    with connect(db) as conn:
         conn.execute("DROP TRIGGER fail")
     assert store.write_batch([Write("a", 0, b"a2")]) == [True]  # the failed batch was not remembered
     assert checkpoints.record(db, "a").data == b"a2"
@@ -347,6 +359,35 @@ def test_offline_reader_works_while_a_writer_holds_the_lock(store: CheckpointSto
         assert checkpoints.keys(db) == ["k"] and checkpoints.load(db, "k") == 1
     finally:
         store.connection.execute("ROLLBACK")
+
+
+def test_every_connection_is_closed_even_when_opening_fails(
+        store: CheckpointStore, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No connection is left to the garbage collector (Python 3.13 warns about each one it finds)."""
+    opened: list[sqlite3.Connection] = []
+    real = sqlite3.connect
+
+    def connect_and_record(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(sqlite3, "connect", connect_and_record)
+    store.add_dead_letter("k", b"m", "E", 1)
+    letter = checkpoints.dead_letters(db)[0].id
+    assert checkpoints.keys(db) == [] and checkpoints.entries(db) == []
+    with pytest.raises(KeyError):
+        checkpoints.record(db, "k")
+    assert checkpoints.drop_dead_letter(db, letter) is True
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database, but 512 bytes of it " * 16)
+    with pytest.raises(sqlite3.DatabaseError):
+        CheckpointStore(garbage)
+    with pytest.raises(sqlite3.DatabaseError):
+        checkpoints.keys(garbage)
+    assert len(opened) == 7
+    for conn in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
 
 
 def test_dead_letters(store: CheckpointStore, db: str) -> None:

@@ -81,11 +81,13 @@ CREATE TABLE IF NOT EXISTS done (user TEXT, key TEXT, PRIMARY KEY (user, key)) W
 
 def _stateless_app(path: str, sql_threads: int) -> web.Application:
     local = threading.local()
+    opened: list[sqlite3.Connection] = []  # every thread's connection, closed with the app
 
     def db() -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            opened.append(conn)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             local.conn = conn
@@ -123,6 +125,7 @@ def _stateless_app(path: str, sql_threads: int) -> web.Application:
         items = dict(db().execute("SELECT sku, qty FROM items WHERE user = ?", (user,)).fetchall())
         return json.dumps({"user": user, "items": items})
 
+    pool = None
     if sql_threads > 0:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -149,8 +152,16 @@ def _stateless_app(path: str, sql_threads: int) -> web.Application:
     async def get(request: web.Request) -> web.Response:
         return web.Response(text=await run(view, request.match_info["user"]), content_type="application/json")
 
+    async def close(_app: web.Application) -> None:
+        if pool is not None:  # no transaction may still run on a connection we close
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
+        for conn in opened:
+            conn.close()
+        turn.close()
+
     app = web.Application(middlewares=[echo_key])
     app.add_routes(routes)
+    app.on_cleanup.append(close)
     return app
 
 
@@ -174,7 +185,7 @@ async def _serve_stateless(path: str, port: int, sql_threads: int) -> None:
 @contextlib.asynccontextmanager
 async def _stateless_fronts(path: str, count: int, sql_threads: int) -> AsyncIterator[tuple[list[int], str]]:
     """``count`` stateless front processes on one port; yields their OS pids and the base URL."""
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)
     procs: list[asyncio.subprocess.Process] = []
