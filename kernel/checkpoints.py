@@ -386,7 +386,7 @@ class CheckpointStore:
         for i in unchanged:
             op = ops[i]
             assert isinstance(op, Write)
-            current = self._conn.execute(_CURRENT_EPOCH, (texts[i],)).fetchone()[0]
+            current = self._conn.execute(_CURRENT_EPOCH, {"key": texts[i]}).fetchone()[0]
             if op.epoch < current:
                 results[i] = StaleEpoch(op.key, op.epoch, current)
                 self._last.pop(texts[i], None)
