@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from . import wire
+from .actor import Actor
 from .authority import Authority
 from .context import _current
 from .control import ControlError, ControlServer, validate_node_name
@@ -218,6 +219,9 @@ class Node:
             for pid in reversed(rt.top_level):
                 with contextlib.suppress(NoProc, CallTimeout, KernelError):
                     await rt.stop(ctx, pid, "shutdown", 10.0)
+        for hosted in list(rt.procs.values()):
+            if hosted is not ctx:
+                hosted._die("shutdown")  # node-hosted supervisors not under a top-level one
         self._closing = True
         for index, proc in self._procs.items():
             if proc.returncode is None and index not in rt.down:
@@ -328,6 +332,7 @@ class Node:
                 continue
             out_workers.append(part["worker"])
             actors.extend(part["actors"])
+        actors.extend(describe_actors(rt))  # the supervisors the node process hosts
         restarts: dict[str, int] = {}
         for actor in actors:
             restarts.update(actor.pop("child_restarts", None) or {})
@@ -352,18 +357,19 @@ class Node:
             return await self._dead_letter(op, request["id"])
         pid = _parse_pid(request.get("pid"))
         rt = self.context._rt
-        if pid.worker == NODE or rt.down.__contains__(pid.worker) or not rt.pid_is_current(pid):
+        if pid == self.context.pid or rt.down.__contains__(pid.worker) or not rt.pid_is_current(pid):
+            raise ControlError("noproc", f"no process {pid!r}")
+        if pid.worker == NODE:
+            proc = rt.local(pid)
+            info = None if proc is None else state_info(proc)
+        else:
+            info = await rt.rpc(pid.worker, "state", (pid.serial, pid.incarnation))
+        if info is None:
             raise ControlError("noproc", f"no process {pid!r}")
         if op == "kill":
-            info = await rt.rpc(pid.worker, "state", (pid.serial, pid.incarnation))
-            if info is None:
-                raise ControlError("noproc", f"no process {pid!r}")
             self.context.exit(pid, "kill")
             return {}
         if op == "state":
-            info = await rt.rpc(pid.worker, "state", (pid.serial, pid.incarnation))
-            if info is None:
-                raise ControlError("noproc", f"no process {pid!r}")
             result: dict[str, Any] = info
             return result
         raise ControlError("bad_request", f"unknown op {op!r}")
@@ -436,3 +442,38 @@ def state_info(proc: Any) -> dict[str, Any]:
         "monitors": [repr(p) for p in (proc._monitors or {}).values()],
         "watching": [repr(p) for p in (proc._watching or {}).values()],
     }
+
+
+def describe_actors(rt: Runtime) -> list[dict[str, Any]]:
+    """What the snapshot shows of each process hosted by ``rt`` (the node's own context left out)."""
+    actors: list[dict[str, Any]] = []
+    for p in list(rt.procs.values()):
+        if isinstance(p, NodeContext):
+            continue
+        mbox = len(p._mbox) if p._mbox else 0
+        is_actor = isinstance(p, Actor)
+        actors.append({
+            "pid": repr(p.pid),
+            "worker": rt.index,
+            "name": None if p.name is None else str(p.name),
+            "class": f"{type(p).__module__}.{type(p).__qualname__}" if is_actor
+            else getattr(getattr(p, "_fn", None), "__qualname__", "process"),
+            "key": None if p.key is None else str(p.key),
+            "parent": None if p.parent is None else repr(p.parent),
+            "status": "exiting" if p._exiting else ("running" if p._task is not None and is_actor
+                                                    else "waiting"),
+            "mailbox": mbox,
+            "handled": p._handled,
+            "restarts": getattr(p, "restarts", 0),
+            "dropped": getattr(p, "dropped", 0),
+            "links": sorted(repr(x) for x in (p._links or ())),
+            "monitors": len(p._monitors or ()),
+            "memory": sys.getsizeof(p) + (sys.getsizeof(p.__dict__) if hasattr(p, "__dict__") else 0),
+            "supervisor": bool(getattr(type(p), "is_supervisor", False)),
+            "children": [repr(c) for c in p.children()] if hasattr(p, "children") else None,
+        })
+        # A supervisor counts its children's restarts by child id; the child's key is "<sup key>/<id>".
+        counts = getattr(p, "child_restarts", None)
+        if isinstance(counts, dict) and p.key is not None:
+            actors[-1]["child_restarts"] = {f"{p.key}/{cid}": n for cid, n in counts.items()}
+    return actors

@@ -3,7 +3,7 @@
 A pid names its worker, so routing needs no lookup: a pid of this process is a dict hit and a
 mailbox append (the message is not copied); any other pid is pickled once, on the sender's side (so
 ``NotSerializable`` is raised to the sender), and appended to the one outbound buffer for that worker.
-The node process runs the same runtime, with index ``NODE``; it hosts no actors, only its context.
+The node process runs the same runtime, with index ``NODE``; it hosts its context and the supervisors.
 
 Calls are answered through a table of futures keyed by an int ref; a pending call remembers the worker
 incarnation it targets, so a worker's death fails exactly the calls into it.
@@ -25,7 +25,7 @@ from .actor import Actor
 from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable
 from .names import NameTable, check_name
 from .proc import Proc
-from .process import Process
+from .process import NodeContext, Process
 from .quarantine import Quarantine
 from .serialize import dumps, plain
 from .terms import NODE, Crash, Pid, Ref
@@ -553,14 +553,18 @@ class Runtime:
         if isinstance(cls, type) and issubclass(cls, Actor):
             cls.check_args(*args, **kwargs)
         if worker is None:
-            if self.index == NODE:
-                worker = self._rr % self.workers
-                self._rr += 1
+            if getattr(cls, "is_supervisor", False):
+                # Supervisors live in the node process, which outlives every worker: a worker's death
+                # then costs exactly the actors it hosted, never the tree above them (API section 12).
+                worker = NODE
+            elif self.index == NODE:
+                worker = self.place()
             else:
                 worker = self.index
         elif not isinstance(worker, int) or isinstance(worker, bool) or not 0 <= worker < self.workers:
             raise ValueError(f"worker must be an int in 0..{self.workers - 1} or None, got {worker!r}")
-        if link and self.index == NODE:
+        top_level = isinstance(spawner, NodeContext)
+        if link and top_level:
             raise KernelError("the node's context cannot link; use spawn_monitor or a supervisor")
         ref = self.make_ref() if monitor else None
         me = spawner.pid
@@ -583,9 +587,19 @@ class Runtime:
                     spawner._watching[ref] = child
 
             pid = await self.rpc(worker, "spawn", (cls, args, kwargs, me, name, link, ref, key), adopt)
-        if self.index == NODE:
+        if top_level:
             self.top_level.append(pid)  # however the node's code spawned it, its close stops it in order
         return (pid, ref) if monitor else pid
+
+    def place(self) -> int:
+        """Round-robin over the workers, skipping a slot that is being replaced while another is up."""
+        index = self._rr % self.workers
+        for _ in range(self.workers):
+            index = self._rr % self.workers
+            self._rr += 1
+            if index not in self.down:
+                break
+        return index
 
     async def spawn_local(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], parent: Pid,
                           name: Any, link: bool, ref: Ref | None, key: Any) -> Pid:

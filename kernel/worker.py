@@ -19,8 +19,7 @@ from typing import Any
 
 import uvloop
 
-from .actor import Actor
-from .node import state_info
+from .node import describe_actors, state_info
 from .persistence import CheckpointService
 from .runtime import Runtime
 from .terms import NODE, Pid
@@ -53,34 +52,7 @@ def _snapshot(rt: Runtime, started: dict[str, Any]) -> dict[str, Any]:
     last_at, last_used = started.get("cpu", (started["boot"], started["boot_cpu"]))
     cpu = 100.0 * (used - last_used) / max(now - last_at, 1e-6)
     started["cpu"] = (now, used)
-    actors = []
-    for p in list(rt.procs.values()):
-        mbox = len(p._mbox) if p._mbox else 0
-        is_actor = isinstance(p, Actor)
-        actors.append({
-            "pid": repr(p.pid),
-            "worker": rt.index,
-            "name": None if p.name is None else str(p.name),
-            "class": f"{type(p).__module__}.{type(p).__qualname__}" if is_actor
-            else getattr(getattr(p, "_fn", None), "__qualname__", "process"),
-            "key": None if p.key is None else str(p.key),
-            "parent": None if p.parent is None else repr(p.parent),
-            "status": "exiting" if p._exiting else ("running" if p._task is not None and is_actor
-                                                    else "waiting"),
-            "mailbox": mbox,
-            "handled": p._handled,
-            "restarts": getattr(p, "restarts", 0),
-            "dropped": getattr(p, "dropped", 0),
-            "links": sorted(repr(x) for x in (p._links or ())),
-            "monitors": len(p._monitors or ()),
-            "memory": sys.getsizeof(p) + (sys.getsizeof(p.__dict__) if hasattr(p, "__dict__") else 0),
-            "supervisor": bool(getattr(type(p), "is_supervisor", False)),
-            "children": [repr(c) for c in p.children()] if hasattr(p, "children") else None,
-        })
-        # A supervisor counts its children's restarts by child id; the child's key is "<sup key>/<id>".
-        counts = getattr(p, "child_restarts", None)
-        if isinstance(counts, dict) and p.key is not None:
-            actors[-1]["child_restarts"] = {f"{p.key}/{cid}": n for cid, n in counts.items()}
+    actors = describe_actors(rt)
     sent = sum(peer.written for peer in rt.peers.values())
     store = rt.store
     return {

@@ -40,6 +40,7 @@ __all__ = [
     "sparkline",
     "supervision_tree",
     "tree_structure",
+    "where",
     "workers_table",
 ]
 
@@ -104,6 +105,13 @@ def pid_sort_key(pid: str) -> tuple[int, ...]:
 def short_class(name: str | None) -> str:
     """``"examples.tickets.Vault"`` -> ``"Vault"``."""
     return (name or "?").rsplit(".", 1)[-1]
+
+
+def where(actor: Actor) -> str:
+    """The process an actor lives in: its worker index, or ``node`` for the node process (index -1),
+    which hosts the supervisors."""
+    worker = actor.get("worker", "?")
+    return "node" if worker == -1 else str(worker)
 
 
 def child_id(actor: Actor) -> str | None:
@@ -180,7 +188,8 @@ def actor_label(actor: Actor) -> Text:
     text.append(f" {short_class(actor.get('class'))}", style="magenta")
     if actor.get("supervisor"):
         text.append(" sup", style="blue")
-    text.append(f" w{actor.get('worker', '?')}")
+    place = where(actor)
+    text.append(" node" if place == "node" else f" w{place}")
     mailbox = int(actor.get("mailbox") or 0)
     text.append(f" mailbox={mailbox}", style="bold yellow" if mailbox else "")
     text.append(f" handled={actor.get('handled', 0)}")
@@ -360,7 +369,7 @@ def process_rows(actors: Iterable[Actor], rates: Rates | None = None) -> list[li
                 Text(str(a.get("pid", "?"))),
                 Text(str(a.get("name") or "")),
                 Text(short_class(a.get("class")) + (" (sup)" if a.get("supervisor") else "")),
-                Text(str(a.get("worker", "?")), justify="right"),
+                Text(where(a), justify="right"),
                 Text(status, style=_STATUS_STYLE.get(status, "")),
                 Text(str(mailbox), style="bold yellow" if mailbox else "", justify="right"),
                 Text(str(a.get("handled", 0)), justify="right"),
@@ -382,7 +391,7 @@ def actor_details(actor: Actor, state: Mapping[str, Any] | None = None, *, max_r
     text.append(f"\nclass     {actor.get('class', '?')}")
     text.append(f"\nkey       {actor.get('key') or '-'}")
     text.append(f"\nparent    {actor.get('parent') or '-'}")
-    text.append(f"\nworker    {actor.get('worker', '?')}   status {actor.get('status', '?')}")
+    text.append(f"\nworker    {where(actor)}   status {actor.get('status', '?')}")
     text.append(f"\nmailbox   {actor.get('mailbox', 0)}   handled {actor.get('handled', 0)}")
     text.append(f"   restarts {actor.get('restarts', 0)}   memory {format_bytes(actor.get('memory'))}")
     links = actor.get("links") or []
