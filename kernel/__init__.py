@@ -42,6 +42,7 @@ from .errors import (
     NotSerializable,
     Quarantined,
     StaleEpoch,
+    WorkerStartFailed,
 )
 from .node import Node
 from .process import NodeContext, Process
@@ -71,6 +72,7 @@ __all__ = [
     "Quarantined",
     "Ref",
     "StaleEpoch",
+    "WorkerStartFailed",
     "call",
     "cast",
     "checkpoints",

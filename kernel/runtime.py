@@ -63,6 +63,9 @@ class Runtime:
         #: worker index -> incarnation currently expected there (advanced as soon as one dies)
         self.incarnations: dict[int, int] = dict.fromkeys(range(workers), 0)
         self.down: set[int] = set()
+        #: Worker slots that will not come back (the node is closing, or their replacement failed): what
+        #: waits on one fails at once with the cause instead of waiting for a replacement.
+        self.gone: dict[int, BaseException] = {}
         self.workers = workers
         self.quarantine = Quarantine()
         #: The quarantine's key -> digests table (the same dict, mutated in place): empty in a healthy
@@ -435,8 +438,17 @@ class Runtime:
             entry[0].set_exception(value)
 
     async def rpc(self, index: int, op: str, args: tuple[Any, ...],
-                  hook: Callable[[Any], None] | None = None) -> Any:
-        """Ask another process's runtime to run ``op``; its failure is raised here."""
+                  hook: Callable[[Any], None] | None = None, timeout: float | None = None) -> Any:
+        """Ask another process's runtime to run ``op``; its failure is raised here.
+
+        Bounded by the target's liveness: if its worker dies, or the node's heartbeat finds it hung and
+        kills it, this raises ``ActorExited("worker_down")``; a slot that will not come back raises its
+        cause at once. ``timeout`` bounds it further (``CallTimeout``): only for operations whose late
+        answer can be dropped safely (a snapshot, a state), never for a spawn (its actor would live on).
+        """
+        gone = self.gone.get(index)
+        if gone is not None:
+            raise gone
         if index == self.index:
             result = self.rpc_ops[op](*args)
             if inspect.isawaitable(result):
@@ -450,6 +462,8 @@ class Runtime:
         data = dumps((wire.RPC, self.index, self.inc, ref, op, args), what)
         self.calls[ref] = (fut, index, self.incarnations.get(index, 0), hook)
         self.peer(index).send(data)
+        if timeout is not None:
+            self._arm_deadline(ref, f"worker {index} ({op})", timeout)
         try:
             return await fut
         finally:
@@ -688,10 +702,7 @@ class Runtime:
         if peer is not None:
             peer.mark_down()
         self.names.forget_worker(index, inc)
-        for ref, entry in list(self.calls.items()):
-            if entry[1] == index and entry[2] == inc and not entry[0].done():
-                entry[0].set_exception(ActorExited("worker_down", Pid(index, 0, inc)))
-                del self.calls[ref]
+        self.fail_calls(index, inc, ActorExited("worker_down", Pid(index, 0, inc)))
         for proc in list(self.procs.values()):
             if proc._exiting:
                 continue
@@ -706,6 +717,13 @@ class Runtime:
             if proc._links:
                 for other in [p for p in proc._links if p.worker == index and p.incarnation == inc]:
                     proc._on_exit(other, "worker_down", True)
+
+    def fail_calls(self, index: int, inc: int | None, error: BaseException) -> None:
+        """Fail the pending calls into worker ``index`` (incarnation ``inc``; None: any) with ``error``."""
+        for ref, entry in list(self.calls.items()):
+            if entry[1] == index and (inc is None or entry[2] == inc) and not entry[0].done():
+                entry[0].set_exception(error)
+                del self.calls[ref]
 
     def worker_up(self, index: int, inc: int) -> None:
         self.incarnations[index] = inc

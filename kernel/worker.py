@@ -63,6 +63,32 @@ def _snapshot(rt: Runtime, started: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Test hook: a path holding "N stop" or "N exit". While N > 0, a starting worker decrements it and,
+#: before reporting ready, stops itself (SIGSTOP: a replacement that hangs) or exits with code 3 (one
+#: that fails), deterministically (tests/reliability/test_row20_failed_replacements.py).
+STALL_ENV = "PYOTP_TEST_FAIL_BEFORE_READY"
+
+
+def _test_fail_before_ready() -> None:
+    path = os.environ.get(STALL_ENV)
+    if not path:
+        return
+    import fcntl
+
+    with open(path, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        count, _, mode = f.read().strip().partition(" ")
+        left = int(count or 0)
+        if left <= 0:
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(f"{left - 1} {mode}")
+    if mode == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def _settle(done: asyncio.Future[None]) -> None:
     if not done.done():
         done.set_result(None)
@@ -73,7 +99,7 @@ async def _serve(config: dict[str, Any]) -> None:
     rt = Runtime(config["index"], config["incarnation"], config["sockdir"],
                  bytes.fromhex(config["secret"]), config["workers"])
     rt.incarnations = {int(k): v for k, v in config["incarnations"].items()}
-    rt.store = CheckpointService(config["state"], config["synchronous"])
+    rt.store = CheckpointService(config["state"], config["synchronous"], config["lock_wait"])
     rt.listener.max_message = config["max_message"]
     done: asyncio.Future[None] = loop.create_future()
     boot = os.times()
@@ -98,6 +124,8 @@ async def _serve(config: dict[str, Any]) -> None:
 
     rt.rpc_ops["state"] = state
     rt.note_ops["names"] = names
+    # The node's heartbeat: answered from this loop, so a loop that is blocked or stopped cannot answer.
+    rt.note_ops["ping"] = lambda sent: rt.note(NODE, "pong", rt.index, rt.inc, sent)
 
     def on_stdin() -> None:
         if not os.read(0, 4096) and not done.done():
@@ -115,6 +143,7 @@ async def _serve(config: dict[str, Any]) -> None:
 def main() -> None:
     config = json.loads(sys.stdin.buffer.readline())
     _die_with_parent(config["parent"])
+    _test_fail_before_ready()
     sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
     logging.basicConfig(level=logging.WARNING,
                         format=f"[worker {config['index']}] %(levelname)s %(name)s: %(message)s")

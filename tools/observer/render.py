@@ -29,6 +29,7 @@ __all__ = [
     "child_id",
     "compute_rates",
     "format_bytes",
+    "format_lag",
     "format_rate",
     "node_label",
     "pid_sort_key",
@@ -82,6 +83,15 @@ def format_rate(rate: float | None) -> str:
     if rate is None:
         return "-"
     return f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}"
+
+
+def format_lag(lag: float | None) -> Text:
+    """A worker's loop lag: milliseconds, or seconds in red past the node's 1 s warning."""
+    if not isinstance(lag, int | float):
+        return Text("-")
+    if lag < 1.0:
+        return Text(f"{lag * 1000:.0f} ms")
+    return Text(f"{lag:.1f} s", style="bold red")
 
 
 def sparkline(values: Sequence[float], width: int = 20) -> str:
@@ -296,6 +306,10 @@ def workers_table(
     )
     for header in ("#", "os pid", "cpu %", "rss", "actors", "msgs/s" if live else "msgs/s avg"):
         table.add_column(header, justify="right", no_wrap=True)
+    # The heartbeat's loop lag, when the node reports it (older nodes and hand-made snapshots do not).
+    lagged = any("lag" in w for w in snapshot.get("workers", ()))
+    if lagged:
+        table.add_column("loop lag", justify="right", no_wrap=True)
     if history is not None:
         table.add_column("msgs/s history", no_wrap=True)
     uptime = float(snapshot.get("time", 0.0)) - float(snapshot.get("started", 0.0))
@@ -307,14 +321,22 @@ def workers_table(
             rate = w.get("msgs_in", 0) / uptime if uptime > 0 else None
         alive = w.get("alive", True)
         cpu = w.get("cpu_percent")
+        if not alive:
+            os_pid: RenderableType = Text("down", style="bold red")
+        elif w.get("responsive", True) is False:
+            os_pid = Text(f"{w.get('os_pid', '-')} unresponsive", style="bold red")
+        else:
+            os_pid = str(w.get("os_pid", "-"))
         row: list[RenderableType] = [
             str(index),
-            str(w.get("os_pid", "-")) if alive else Text("down", style="bold red"),
+            os_pid,
             f"{cpu:.1f}" if isinstance(cpu, int | float) else "-",
             format_bytes(w.get("rss")),
             str(w.get("actors", 0)),
             format_rate(rate),
         ]
+        if lagged:
+            row.append(format_lag(w.get("lag")))
         if history is not None:
             row.append(Text(sparkline(history.get(index, ())), style="green"))
         table.add_row(*row)
