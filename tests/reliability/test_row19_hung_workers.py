@@ -15,13 +15,14 @@ import asyncio
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
 import kernel
-from kernel import Actor, ActorExited, Node, NoReply
+from kernel import Actor, ActorExited, Checkpoint, Node, NoReply
 from tests.reliability.support import Collector, TrappingCollector, record, wait_down
 
 TIMEOUT = 1.5
@@ -128,3 +129,54 @@ def test_heartbeat_reports_lag_in_the_snapshot() -> None:
                 assert 1.0 < node._heartbeat.lag(0) < 10.0  # type: ignore[union-attr]
 
     kernel.run(main())
+
+
+class LockHolder(Actor):
+    """Takes the state file's writer turn and SQLite's write lock, and keeps them (then is stopped)."""
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        import fcntl
+        import sqlite3
+
+        from kernel.checkpoints import WRITER_LOCK
+
+        path = request
+        self.turn = os.open(path + WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.turn, fcntl.LOCK_EX)
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("BEGIN IMMEDIATE")
+        return "held"
+
+
+class Durable(Actor):
+    checkpoint = Checkpoint(every=1, durable=True)
+
+    async def init(self) -> None:
+        self.state = 0
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        self.state += 1
+        return self.state
+
+
+def test_hung_lock_holder_does_not_fail_other_workers_durable_writes(tmp_path: Path) -> None:
+    """A worker stopped while it holds the checkpoint write locks is killed by the heartbeat before any
+    other worker's durable write gives up waiting for them (on main: SQLITE_BUSY after 10 s)."""
+    figures: dict[str, float] = {}
+    state = str(tmp_path / "state.db")
+
+    async def main() -> None:
+        async with Node(workers=2, worker_timeout=TIMEOUT, state=state) as node:
+            async with asyncio.timeout(40):
+                writer = await node.spawn(Durable, name="r19-durable", worker=0)
+                assert await node.call(writer, "incr") == 1  # the file and its schema exist
+                holder = await node.spawn(LockHolder, worker=1)
+                assert await node.call(holder, state) == "held"
+                os.kill(node.workers[1], signal.SIGSTOP)
+                started = time.monotonic()
+                assert await node.call(writer, "incr", timeout=30.0) == 2
+                figures["durable_write_waited_s"] = time.monotonic() - started
+
+    kernel.run(main())
+    record(19, "test_hung_lock_holder_does_not_fail_other_workers_durable_writes",
+           worker_timeout=TIMEOUT, **{k: round(v, 3) for k, v in figures.items()})
