@@ -53,6 +53,9 @@ _START_ATTEMPTS = 5
 _CLOSE_BUDGET = 15.0
 #: One orderly stop at close: a worker that does not answer within this is skipped from then on.
 _CLOSE_STOP = 10.0
+#: At close, a worker whose heartbeat has been unanswered this long (seconds) is not asked to shut down:
+#: it is SIGKILLed at once.
+_CLOSE_SILENT = 2.0
 #: The snapshot's wait for each worker's part: a worker that has not answered is shown unresponsive.
 _SNAPSHOT_WAIT = 1.5
 #: Control-socket ops that ask one worker (an actor's state, a kill) wait at most this.
@@ -328,15 +331,13 @@ class Node:
         rt = self._rt
         ctx = self._ctx
         deadline = rt.loop.time() + _CLOSE_BUDGET
-        if self._heartbeat is not None:
-            await self._heartbeat.stop()
         if self._control is not None:
             await self._control.close()
             self._control = None
         unresponsive: set[int] = set()
         if ctx is not None and ctx.alive:
             for pid in reversed(rt.top_level):
-                left = min(deadline - rt.loop.time(), _CLOSE_STOP)
+                left = round(min(deadline - rt.loop.time(), _CLOSE_STOP), 1)
                 if left <= 0:
                     break
                 if pid.worker in unresponsive:
@@ -345,16 +346,24 @@ class Node:
                     await rt.stop(ctx, pid, "shutdown", left)
                 except CallTimeout:
                     log.warning("%r did not stop within %.1fs; going on without it", pid, left)
-                    unresponsive.add(pid.worker)
+                    if pid.worker != NODE:
+                        unresponsive.add(pid.worker)
                 except KernelError:
                     pass  # already gone, or its worker died: nothing left to stop
+        # The heartbeat ran on so far: a worker that hangs now is still killed (not replaced), and what
+        # waits on it (a supervisor stopping its children) goes on.
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+            # A worker that has not answered a heartbeat for seconds will not answer a shutdown either.
+            heartbeat = self._heartbeat
+            unresponsive.update(i for i in range(self.size) if (heartbeat.lag(i) or 0.0) > _CLOSE_SILENT)
         for hosted in list(rt.procs.values()):
             if hosted is not ctx:
                 hosted._die("shutdown")  # node-hosted supervisors not under a top-level one
         self._closing = True
         asking = [index for index, proc in self._procs.items()
                   if proc.returncode is None and index not in rt.down and index not in unresponsive]
-        left = max(deadline - rt.loop.time(), 1.0)
+        left = round(max(deadline - rt.loop.time(), 1.0), 1)
         answers = await asyncio.gather(
             *(rt.rpc(index, "shutdown", (), timeout=left) for index in asking), return_exceptions=True)
         for index, answer in zip(asking, answers, strict=True):

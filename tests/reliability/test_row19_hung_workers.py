@@ -180,3 +180,24 @@ def test_hung_lock_holder_does_not_fail_other_workers_durable_writes(tmp_path: P
     kernel.run(main())
     record(19, "test_hung_lock_holder_does_not_fail_other_workers_durable_writes",
            worker_timeout=TIMEOUT, **{k: round(v, 3) for k, v in figures.items()})
+
+
+def test_close_lets_the_heartbeat_end_a_supervisor_waiting_on_a_hung_child() -> None:
+    """A worker that hangs as the node closes is still killed by the heartbeat, so a node-hosted
+    supervisor stopping its child there finishes after about ``worker_timeout``, not the close budget."""
+    from supervisors import ChildSpec, Supervisor
+
+    figures: dict[str, float] = {}
+
+    async def main() -> None:
+        async with Node(workers=2, worker_timeout=TIMEOUT) as node:
+            sup = await node.spawn(Supervisor, children=[ChildSpec("hung", Sink, worker=1)])
+            assert sup.worker == -1
+            os.kill(node.workers[1], signal.SIGSTOP)
+            closing = time.monotonic()
+        figures["close_s"] = time.monotonic() - closing
+        assert figures["close_s"] < TIMEOUT + 4
+
+    kernel.run(main())
+    record(19, "test_close_lets_the_heartbeat_end_a_supervisor_waiting_on_a_hung_child",
+           worker_timeout=TIMEOUT, **{k: round(v, 3) for k, v in figures.items()})
