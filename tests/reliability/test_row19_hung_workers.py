@@ -201,3 +201,20 @@ def test_close_lets_the_heartbeat_end_a_supervisor_waiting_on_a_hung_child() -> 
     kernel.run(main())
     record(19, "test_close_lets_the_heartbeat_end_a_supervisor_waiting_on_a_hung_child",
            worker_timeout=TIMEOUT, **{k: round(v, 3) for k, v in figures.items()})
+
+
+def test_taking_a_name_held_on_a_hung_worker_ends_once_the_heartbeat_kills_it() -> None:
+    """The authority syncs with the holder's worker before it answers "taken"; a hung worker would hold
+    that forever, the heartbeat ends it: the name is free once the holder exits "worker_down"."""
+
+    async def main() -> None:
+        async with Node(workers=2, worker_timeout=TIMEOUT) as node:
+            async with asyncio.timeout(30):
+                await node.spawn(Sink, name="r19-name", worker=1)
+                os.kill(node.workers[1], signal.SIGSTOP)
+                started = time.monotonic()
+                pid = await node.spawn(Sink, name="r19-name", worker=0)
+                assert time.monotonic() - started < TIMEOUT + 2
+                assert await node.whereis("r19-name") == pid
+
+    kernel.run(main())
