@@ -47,6 +47,7 @@ from .errors import (
     StaleEpoch,
     StateFileInUse,
     UnsafeStateFile,
+    WorkerStartFailed,
 )
 from .node import Node
 from .process import NodeContext, Process
@@ -78,6 +79,7 @@ __all__ = [
     "StaleEpoch",
     "StateFileInUse",
     "UnsafeStateFile",
+    "WorkerStartFailed",
     "call",
     "cast",
     "checkpoints",

@@ -225,3 +225,20 @@ class UnsafeStateFile(KernelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.problem))
+class WorkerStartFailed(KernelError):
+    """A worker slot could not be filled: its (replacement) worker process failed to start, repeatedly.
+
+    Raised by ``async with Node()`` (its block is cancelled) and by what waits on the slot; the node
+    then stops, because a slot that stays dead would hang every spawn and call aimed at it.
+    """
+
+    def __init__(self, index: int, attempts: int, cause: str) -> None:
+        self.index = index
+        self.attempts = attempts
+        self.cause = cause
+        super().__init__(
+            f"worker {index} could not be started ({attempts} attempt(s), the last: {cause}); the node is "
+            "stopping: check the worker's log above, free memory or file descriptors, then start it again")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.index, self.attempts, self.cause))

@@ -20,16 +20,17 @@ import os
 import re
 import reprlib
 import secrets
-import signal
 import sys
 import time
 from typing import Any
 
 from . import statefile, wire
+from .actor import Actor
 from .authority import Authority
 from .context import _current
 from .control import ControlError, ControlServer, validate_node_name
-from .errors import CallTimeout, KernelError, NoProc
+from .errors import ActorExited, CallTimeout, KernelError, WorkerStartFailed
+from .heartbeat import Heartbeat
 from .names import check_name
 from .process import NodeContext
 from .runtime import Runtime
@@ -41,7 +42,23 @@ __all__ = ["Node"]
 log = logging.getLogger("kernel.node")
 
 _PID = re.compile(r"^<(node|\d+)\.(\d+)(?:\.(\d+))?>$")
-_READY_TIMEOUT = 30.0
+#: A replacement worker that failed to start is started again after 0.1, 0.2, 0.4... seconds (at most
+#: _BACKOFF_MAX); after _START_ATTEMPTS failures in a row the node fails (WorkerStartFailed).
+_BACKOFF_FIRST = 0.1
+_BACKOFF_MAX = 5.0
+_START_ATTEMPTS = 5
+#: Leaving ``async with Node()``: one deadline for the orderly part (stopping the top-level actors, in
+#: reverse order, then asking each worker to shut down); what has not finished by then is SIGKILLed.
+_CLOSE_BUDGET = 15.0
+#: One orderly stop at close: a worker that does not answer within this is skipped from then on.
+_CLOSE_STOP = 10.0
+#: At close, a worker whose heartbeat has been unanswered this long (seconds) is not asked to shut down:
+#: it is SIGKILLed at once.
+_CLOSE_SILENT = 2.0
+#: The snapshot's wait for each worker's part: a worker that has not answered is shown unresponsive.
+_SNAPSHOT_WAIT = 1.5
+#: Control-socket ops that ask one worker (an actor's state, a kill) wait at most this.
+_CONTROL_WAIT = 5.0
 #: Put on the workers' PYTHONPATH so `python -m kernel.worker` finds this very kernel.
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,11 +77,17 @@ class Node:
     ``state`` is checked at start, before anything is created (``kernel.statefile``): ``ValueError`` for
     a path that cannot work, ``UnsafeStateFile`` for one others could have written, ``StateFileInUse``
     while another live node owns it; the node then owns it until it closes or dies.
+
+    ``worker_timeout`` (seconds, None: never): a worker whose event loop has not answered the node's
+    heartbeat for that long is declared hung, SIGKILLed and replaced; its actors exit "worker_down".
+    ``start_timeout``: a (replacement) worker not ready within it is killed and started again, with
+    backoff; when that keeps failing, the node fails loudly (``WorkerStartFailed`` out of ``async with``).
     """
 
     def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,
                  name: str | None = None, max_message: int = MAX_MESSAGE,
-                 synchronous: str = "NORMAL") -> None:
+                 synchronous: str = "NORMAL", worker_timeout: float | None = 30.0,
+                 start_timeout: float = 30.0) -> None:
         if workers is None:
             workers = os.cpu_count() or 1
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -85,6 +108,11 @@ class Node:
                 "cut may lose the last few) or 'FULL' (they survive a power cut too, fewer commits/s), "
                 f"got {synchronous!r}")
         self.synchronous = synchronous
+        if worker_timeout is not None:
+            _check_seconds("worker_timeout", worker_timeout, "or None (never declare a worker hung)")
+        self.worker_timeout = None if worker_timeout is None else float(worker_timeout)
+        _check_seconds("start_timeout", start_timeout, "")
+        self.start_timeout = float(start_timeout)
         self.name = name or f"node-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         self.size = workers
         self.state = os.fspath(state) if state is not None else None
@@ -102,6 +130,10 @@ class Node:
         self._sockdir = ""
         self._started = 0.0
         self._control: ControlServer | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._stopping = False  # close() has begun: dead workers are no longer replaced
+        self._failure: WorkerStartFailed | None = None
+        self._host: asyncio.Task[Any] | None = None  # the task inside `async with`, cancelled on failure
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -109,8 +141,14 @@ class Node:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         await self.close()
+        failure = self._failure
+        if failure is not None:
+            task = asyncio.current_task()
+            if exc_type is asyncio.CancelledError and task is not None and task.cancelling():
+                task.uncancel()  # our own cancellation of the block: it becomes the failure
+            raise failure
 
     async def start(self) -> None:
         if self._rt is not None:
@@ -133,6 +171,7 @@ class Node:
         rt.listener.max_message = self.max_message
         Authority(rt)
         rt.note_ops["ready"] = self._on_ready
+        self._heartbeat = Heartbeat(rt, self.worker_timeout, self._on_hung)
         await rt.start()
         ctx = self._ctx = NodeContext()
         ctx._bind(rt, rt.next_pid(), None, None, None)
@@ -145,6 +184,8 @@ class Node:
         except BaseException:
             await self.close()
             raise
+        self._heartbeat.start()
+        self._host = asyncio.current_task()
         self._token = _current.set(ctx)
 
     def _claim_state(self) -> None:
@@ -183,6 +224,11 @@ class Node:
         return path
 
     async def _launch(self, index: int, inc: int) -> None:
+        """Start worker ``index`` (incarnation ``inc``) and wait until it is ready to host actors.
+
+        A process that exits first, or is not ready within ``start_timeout``, is killed and reaped here,
+        and the failure raised: a slot never holds a half-started worker.
+        """
         rt = self._rt
         assert rt is not None
         ready: asyncio.Future[int] = rt.loop.create_future()
@@ -200,48 +246,65 @@ class Node:
             "node": self.name,
             "max_message": self.max_message,
             "synchronous": self.synchronous,
+            # A write waits for another worker's write lock longer than the heartbeat takes to find
+            # that worker hung and kill it (which releases the lock): a hung holder fails no one else.
+            "lock_wait": max(5.0, 2 * (self.worker_timeout or 0.0) + 5.0),
         }
         env = dict(os.environ)
         here = _PROJECT_ROOT
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH", "")]))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kernel.worker", stdin=asyncio.subprocess.PIPE, env=env)
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(config).encode() + b"\n")
-        self._procs[index] = proc
-        self._watchers.append(rt.loop.create_task(self._watch(index, inc, proc)))
         try:
-            os_pid = await asyncio.wait_for(ready, _READY_TIMEOUT)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "kernel.worker", stdin=asyncio.subprocess.PIPE, env=env)
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(config).encode() + b"\n")
+            self._procs[index] = proc
+            exited = rt.loop.create_task(proc.wait())
+            try:
+                await asyncio.wait((ready, exited), timeout=self.start_timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if not ready.done():
+                    raise KernelError(
+                        f"worker {index} exited with code {proc.returncode} while starting" if exited.done()
+                        else f"worker {index} was not ready within start_timeout={self.start_timeout}s")
+            except BaseException:
+                exited.cancel()
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                raise
         finally:
             self._ready.pop((index, inc), None)
-        self._os_pids[index] = os_pid
+        self._os_pids[index] = ready.result()
+        self._watchers.append(rt.loop.create_task(self._watch(index, inc, proc, exited)))
+        if self._heartbeat is not None:
+            self._heartbeat.watch(index, inc)
 
     def _on_ready(self, index: int, inc: int, os_pid: int) -> None:
         fut = self._ready.get((index, inc))
         if fut is not None and not fut.done():
             fut.set_result(os_pid)
 
-    async def _watch(self, index: int, inc: int, proc: asyncio.subprocess.Process) -> None:
-        code = await proc.wait()
-        fut = self._ready.get((index, inc))
-        if fut is not None and not fut.done():
-            fut.set_exception(KernelError(f"worker {index} exited with code {code} while starting"))
+    async def _watch(self, index: int, inc: int, proc: asyncio.subprocess.Process,
+                     exited: asyncio.Task[int]) -> None:
+        code = await exited
+        if self._heartbeat is not None:
+            self._heartbeat.forget(index)
         if self._closing:
             return
-        log.warning("worker %d (os pid %s) died with code %s; replacing it", index, proc.pid, code)
+        log.warning("worker %d (os pid %s) died with code %s; %s", index, proc.pid, code,
+                    "not replacing it: the node is closing" if self._stopping else "replacing it")
         rt = self._rt
         assert rt is not None
+        if self._stopping:
+            rt.gone[index] = ActorExited("worker_down", Pid(index, 0, inc))
         rt.worker_down(index, inc)
         for other in range(self.size):
             if other != index and other not in rt.down:
                 rt.note(other, "worker_down", index, inc)
         # Messages the node buffered for the dead worker are dropped: its pids are all dead now.
         rt.peers.pop(index, None)
-        try:
-            await self._launch(index, inc + 1)
-        except Exception:
-            if not self._closing:
-                log.exception("could not replace worker %d", index)
+        if self._stopping or not await self._replace(index, inc + 1):
             return
         rt.note(index, "names", rt.names.items_list())
         rt.worker_up(index, inc + 1)
@@ -249,34 +312,114 @@ class Node:
             if other != index and other not in rt.down:
                 rt.note(other, "worker_up", index, inc + 1)
 
-    async def close(self) -> None:
-        """Stop every actor in order, flush checkpoints, reap every worker. Idempotent."""
-        if self._closing or self._rt is None:
+    async def _replace(self, index: int, inc: int) -> bool:
+        """Start the replacement of worker ``index``, with backoff; on repeated failure fail the node.
+
+        Every attempt carries the same incarnation: a failed one never became ready, so it made no pid,
+        and what waits for the slot (a spawn aimed at it) waits across attempts.
+        """
+        delay = _BACKOFF_FIRST
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                await self._launch(index, inc)
+                return True
+            except Exception as exc:
+                if self._stopping:
+                    return False
+                if attempt == _START_ATTEMPTS:
+                    self._fail(WorkerStartFailed(index, attempt, str(exc)))
+                    return False
+                log.error("could not replace worker %d (attempt %d of %d): %s; trying again in %.1fs",
+                          index, attempt, _START_ATTEMPTS, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _BACKOFF_MAX)
+        return False
+
+    def _on_hung(self, index: int, inc: int, silent: float) -> None:
+        """The heartbeat found worker ``index`` hung: SIGKILL it; ``_watch`` then replaces it."""
+        proc = self._procs.get(index)
+        if proc is None or proc.returncode is not None or self._closing:
             return
+        log.error("worker %d (os pid %s) has not answered heartbeats for %.1fs (worker_timeout=%s): "
+                  "killing it; its actors exit 'worker_down'", index, proc.pid, silent, self.worker_timeout)
+        proc.kill()
+
+    def _fail(self, error: WorkerStartFailed) -> None:
+        """A slot cannot be filled: fail what waits on it, and the node (its ``async with`` raises)."""
+        log.error("%s", error)
+        rt = self._rt
+        assert rt is not None
+        rt.gone[error.index] = error
+        rt.fail_calls(error.index, None, error)
+        if self._failure is None:
+            self._failure = error
+            host = self._host
+            if host is not None and not host.done():
+                host.cancel()
+
+    @property
+    def failure(self) -> WorkerStartFailed | None:
+        """Why the node failed (a worker slot that could not be filled), or None."""
+        return self._failure
+
+    async def close(self) -> None:
+        """Stop every actor in order, flush checkpoints, reap every worker. Idempotent.
+
+        One deadline (``_CLOSE_BUDGET``) covers the orderly part, whatever state the workers are in: a
+        worker that does not answer a stop is skipped from then on, and every process still running when
+        the deadline passes is SIGKILLed (its committed checkpoints are safe; its ``terminate`` is lost).
+        """
+        if self._stopping or self._rt is None:
+            return
+        self._stopping = True
         rt = self._rt
         ctx = self._ctx
+        deadline = rt.loop.time() + _CLOSE_BUDGET
         if self._control is not None:
             await self._control.close()
             self._control = None
+        unresponsive: set[int] = set()
         if ctx is not None and ctx.alive:
             for pid in reversed(rt.top_level):
-                with contextlib.suppress(NoProc, CallTimeout, KernelError):
-                    await rt.stop(ctx, pid, "shutdown", 10.0)
-        self._closing = True
-        for index, proc in self._procs.items():
-            if proc.returncode is None and index not in rt.down:
+                left = round(min(deadline - rt.loop.time(), _CLOSE_STOP), 1)
+                if left <= 0:
+                    break
+                if pid.worker in unresponsive:
+                    continue
                 try:
-                    await asyncio.wait_for(rt.rpc(index, "shutdown", ()), 10.0)
-                except Exception as exc:
-                    log.warning("worker %d did not shut down cleanly: %s", index, exc)
-        for proc in self._procs.values():
+                    await rt.stop(ctx, pid, "shutdown", left)
+                except CallTimeout:
+                    log.warning("%r did not stop within %.1fs; going on without it", pid, left)
+                    if pid.worker != NODE:
+                        unresponsive.add(pid.worker)
+                except KernelError:
+                    pass  # already gone, or its worker died: nothing left to stop
+        # The heartbeat ran on so far: a worker that hangs now is still killed (not replaced), and what
+        # waits on it (a supervisor stopping its children) goes on.
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+            # A worker that has not answered a heartbeat for seconds will not answer a shutdown either.
+            heartbeat = self._heartbeat
+            unresponsive.update(i for i in range(self.size) if (heartbeat.lag(i) or 0.0) > _CLOSE_SILENT)
+        for hosted in list(rt.procs.values()):
+            if hosted is not ctx:
+                hosted._die("shutdown")  # node-hosted supervisors not under a top-level one
+        self._closing = True
+        asking = [index for index, proc in self._procs.items()
+                  if proc.returncode is None and index not in rt.down and index not in unresponsive]
+        left = round(max(deadline - rt.loop.time(), 1.0), 1)
+        answers = await asyncio.gather(
+            *(rt.rpc(index, "shutdown", (), timeout=left) for index in asking), return_exceptions=True)
+        for index, answer in zip(asking, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("worker %d did not shut down cleanly: %s", index, answer)
+        for index, proc in self._procs.items():
             if proc.stdin is not None:
                 proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), 5.0)
-            except TimeoutError:
-                proc.send_signal(signal.SIGKILL)
-                await proc.wait()
+            if index in unresponsive and proc.returncode is None:
+                proc.kill()
+        await asyncio.gather(*(self._reap(proc, max(deadline - rt.loop.time(), 1.0))
+                               for proc in self._procs.values()))
         for task in self._watchers:
             task.cancel()
         if ctx is not None:
@@ -289,6 +432,16 @@ class Node:
                 _current.set(None)  # left from another context (e.g. a different task)
             self._token = None
         self._release_state()
+
+    @staticmethod
+    async def _reap(proc: asyncio.subprocess.Process, grace: float) -> None:
+        """Wait ``grace`` seconds for ``proc`` to exit on its own, then SIGKILL it and reap it."""
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            log.warning("worker os pid %s did not exit within %.1fs; killing it", proc.pid, grace)
+            proc.kill()
+            await proc.wait()
 
     # -- the node's context ---------------------------------------------------------------------
 
@@ -356,18 +509,28 @@ class Node:
         return self.context._rt.names.get(name)
 
     async def snapshot(self) -> dict[str, Any]:
-        """A JSON-able picture of the node for the observer (see tools.observer)."""
+        """A JSON-able picture of the node for the observer (see tools.observer), within about 2 s.
+
+        Each ``workers`` entry has ``lag`` (seconds its event loop is behind, from the heartbeat) and
+        ``responsive``: a worker that did not send its part in time is listed with ``responsive: False``
+        (and no actors), instead of holding the whole snapshot up.
+        """
         rt = self.context._rt
+        live = [i for i in range(self.size) if i not in rt.down]
         workers = await asyncio.gather(
-            *(rt.rpc(i, "snapshot", ()) for i in range(self.size) if i not in rt.down),
-            return_exceptions=True)
+            *(rt.rpc(i, "snapshot", (), timeout=_SNAPSHOT_WAIT) for i in live), return_exceptions=True)
         out_workers: list[dict[str, Any]] = []
         actors: list[dict[str, Any]] = []
-        for part in workers:
+        heartbeat = self._heartbeat
+        for index, part in zip(live, workers, strict=True):
+            lag = heartbeat.lag(index) if heartbeat is not None else None
             if isinstance(part, BaseException):
+                out_workers.append({"index": index, "os_pid": self._os_pids[index], "alive": True,
+                                    "responsive": False, "lag": lag, "error": str(part)})
                 continue
-            out_workers.append(part["worker"])
+            out_workers.append({**part["worker"], "responsive": True, "lag": lag})
             actors.extend(part["actors"])
+        actors.extend(describe_actors(rt))  # the supervisors the node process hosts
         restarts: dict[str, int] = {}
         for actor in actors:
             restarts.update(actor.pop("child_restarts", None) or {})
@@ -375,7 +538,8 @@ class Node:
             if actor["key"] in restarts:
                 actor["restarts"] = restarts[actor["key"]]
         for index in sorted(rt.down):
-            out_workers.append({"index": index, "os_pid": self._os_pids[index], "alive": False})
+            out_workers.append({"index": index, "os_pid": self._os_pids[index], "alive": False,
+                                "responsive": False, "lag": None})
         out_workers.sort(key=lambda w: w["index"])
         return {"node": self.name, "os_pid": os.getpid(), "started": self._started, "time": time.time(),
                 "workers": out_workers, "actors": actors}
@@ -392,18 +556,25 @@ class Node:
             return await self._dead_letter(op, request["id"])
         pid = _parse_pid(request.get("pid"))
         rt = self.context._rt
-        if pid.worker == NODE or rt.down.__contains__(pid.worker) or not rt.pid_is_current(pid):
+        if pid == self.context.pid or rt.down.__contains__(pid.worker) or not rt.pid_is_current(pid):
+            raise ControlError("noproc", f"no process {pid!r}")
+        if pid.worker == NODE:
+            proc = rt.local(pid)
+            info = None if proc is None else state_info(proc)
+        else:
+            try:
+                info = await rt.rpc(pid.worker, "state", (pid.serial, pid.incarnation), timeout=_CONTROL_WAIT)
+            except CallTimeout:
+                raise ControlError("unresponsive", f"worker {pid.worker} did not answer within "
+                                   f"{_CONTROL_WAIT}s (hung or overloaded); try again") from None
+            except KernelError as exc:
+                raise ControlError("noproc", f"no process {pid!r}: {exc}") from None
+        if info is None:
             raise ControlError("noproc", f"no process {pid!r}")
         if op == "kill":
-            info = await rt.rpc(pid.worker, "state", (pid.serial, pid.incarnation))
-            if info is None:
-                raise ControlError("noproc", f"no process {pid!r}")
             self.context.exit(pid, "kill")
             return {}
         if op == "state":
-            info = await rt.rpc(pid.worker, "state", (pid.serial, pid.incarnation))
-            if info is None:
-                raise ControlError("noproc", f"no process {pid!r}")
             result: dict[str, Any] = info
             return result
         raise ControlError("bad_request", f"unknown op {op!r}")
@@ -448,10 +619,16 @@ async def _find_by_key(node: Node, key: Any) -> Pid | None:
                 return pid
     for index in range(node.size):
         if index not in rt.down:
-            found: Pid | None = await rt.rpc(index, "by_key", (key,))
+            found: Pid | None = await rt.rpc(index, "by_key", (key,), timeout=_CONTROL_WAIT)
             if found is not None:
                 return found
     return None
+
+
+def _check_seconds(argument: str, value: Any, alternative: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{argument} must be a positive number of seconds{' ' if alternative else ''}"
+                         f"{alternative}, got {value!r}")
 
 
 def _parse_pid(text: Any) -> Pid:
@@ -476,3 +653,38 @@ def state_info(proc: Any) -> dict[str, Any]:
         "monitors": [repr(p) for p in (proc._monitors or {}).values()],
         "watching": [repr(p) for p in (proc._watching or {}).values()],
     }
+
+
+def describe_actors(rt: Runtime) -> list[dict[str, Any]]:
+    """What the snapshot shows of each process hosted by ``rt`` (the node's own context left out)."""
+    actors: list[dict[str, Any]] = []
+    for p in list(rt.procs.values()):
+        if isinstance(p, NodeContext):
+            continue
+        mbox = len(p._mbox) if p._mbox else 0
+        is_actor = isinstance(p, Actor)
+        actors.append({
+            "pid": repr(p.pid),
+            "worker": rt.index,
+            "name": None if p.name is None else str(p.name),
+            "class": f"{type(p).__module__}.{type(p).__qualname__}" if is_actor
+            else getattr(getattr(p, "_fn", None), "__qualname__", "process"),
+            "key": None if p.key is None else str(p.key),
+            "parent": None if p.parent is None else repr(p.parent),
+            "status": "exiting" if p._exiting else ("running" if p._task is not None and is_actor
+                                                    else "waiting"),
+            "mailbox": mbox,
+            "handled": p._handled,
+            "restarts": getattr(p, "restarts", 0),
+            "dropped": getattr(p, "dropped", 0),
+            "links": sorted(repr(x) for x in (p._links or ())),
+            "monitors": len(p._monitors or ()),
+            "memory": sys.getsizeof(p) + (sys.getsizeof(p.__dict__) if hasattr(p, "__dict__") else 0),
+            "supervisor": bool(getattr(type(p), "is_supervisor", False)),
+            "children": [repr(c) for c in p.children()] if hasattr(p, "children") else None,
+        })
+        # A supervisor counts its children's restarts by child id; the child's key is "<sup key>/<id>".
+        counts = getattr(p, "child_restarts", None)
+        if isinstance(counts, dict) and p.key is not None:
+            actors[-1]["child_restarts"] = {f"{p.key}/{cid}": n for cid, n in counts.items()}
+    return actors

@@ -54,9 +54,12 @@ class _Slot:
 class CheckpointService:
     """One per worker; opened on first use so workers without persistent actors never touch SQLite."""
 
-    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str, synchronous: str = "NORMAL", lock_wait: float = 5.0) -> None:
         self.path = path
         self.synchronous = synchronous
+        #: How long a write waits for another process's write lock before it fails. The node sets it
+        #: past its heartbeat's worker_timeout: a hung holder is killed (releasing it) before then.
+        self.lock_wait = lock_wait
         self._committer: GroupCommitter | None = None
         self._opening: asyncio.Future[GroupCommitter] | None = None
         self._slots: dict[int, _Slot] = {}
@@ -78,7 +81,8 @@ class CheckpointService:
             from .checkpoints import GroupCommitter  # SQLite tooling loads only where it is used
 
             try:
-                committer = await GroupCommitter.open(self.path, synchronous=self.synchronous)
+                committer = await GroupCommitter.open(self.path, synchronous=self.synchronous,
+                                                       busy_timeout=self.lock_wait)
             except BaseException as exc:
                 self._opening.set_exception(exc)
                 self._opening.exception()

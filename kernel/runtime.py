@@ -3,7 +3,7 @@
 A pid names its worker, so routing needs no lookup: a pid of this process is a dict hit and a
 mailbox append (the message is not copied); any other pid is pickled once, on the sender's side (so
 ``NotSerializable`` is raised to the sender), and appended to the one outbound buffer for that worker.
-The node process runs the same runtime, with index ``NODE``; it hosts no actors, only its context.
+The node process runs the same runtime, with index ``NODE``; it hosts its context and the supervisors.
 
 Calls are answered through a table of futures keyed by an int ref; a pending call remembers the worker
 incarnation it targets, so a worker's death fails exactly the calls into it.
@@ -25,7 +25,7 @@ from .actor import Actor
 from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable
 from .names import NameTable, check_name
 from .proc import Proc
-from .process import Process
+from .process import NodeContext, Process
 from .quarantine import Quarantine
 from .serialize import dumps, plain
 from .terms import NODE, Crash, Pid, Ref
@@ -63,6 +63,9 @@ class Runtime:
         #: worker index -> incarnation currently expected there (advanced as soon as one dies)
         self.incarnations: dict[int, int] = dict.fromkeys(range(workers), 0)
         self.down: set[int] = set()
+        #: Worker slots that will not come back (the node is closing, or their replacement failed): what
+        #: waits on one fails at once with the cause instead of waiting for a replacement.
+        self.gone: dict[int, BaseException] = {}
         self.workers = workers
         self.quarantine = Quarantine()
         #: The quarantine's key -> digests table (the same dict, mutated in place): empty in a healthy
@@ -435,8 +438,17 @@ class Runtime:
             entry[0].set_exception(value)
 
     async def rpc(self, index: int, op: str, args: tuple[Any, ...],
-                  hook: Callable[[Any], None] | None = None) -> Any:
-        """Ask another process's runtime to run ``op``; its failure is raised here."""
+                  hook: Callable[[Any], None] | None = None, timeout: float | None = None) -> Any:
+        """Ask another process's runtime to run ``op``; its failure is raised here.
+
+        Bounded by the target's liveness: if its worker dies, or the node's heartbeat finds it hung and
+        kills it, this raises ``ActorExited("worker_down")``; a slot that will not come back raises its
+        cause at once. ``timeout`` bounds it further (``CallTimeout``): only for operations whose late
+        answer can be dropped safely (a snapshot, a state), never for a spawn (its actor would live on).
+        """
+        gone = self.gone.get(index)
+        if gone is not None:
+            raise gone
         if index == self.index:
             result = self.rpc_ops[op](*args)
             if inspect.isawaitable(result):
@@ -450,6 +462,8 @@ class Runtime:
         data = dumps((wire.RPC, self.index, self.inc, ref, op, args), what)
         self.calls[ref] = (fut, index, self.incarnations.get(index, 0), hook)
         self.peer(index).send(data)
+        if timeout is not None:
+            self._arm_deadline(ref, f"worker {index} ({op})", timeout)
         try:
             return await fut
         finally:
@@ -553,14 +567,18 @@ class Runtime:
         if isinstance(cls, type) and issubclass(cls, Actor):
             cls.check_args(*args, **kwargs)
         if worker is None:
-            if self.index == NODE:
-                worker = self._rr % self.workers
-                self._rr += 1
+            if getattr(cls, "is_supervisor", False):
+                # Supervisors live in the node process, which outlives every worker: a worker's death
+                # then costs exactly the actors it hosted, never the tree above them (API section 12).
+                worker = NODE
+            elif self.index == NODE:
+                worker = self.place()
             else:
                 worker = self.index
         elif not isinstance(worker, int) or isinstance(worker, bool) or not 0 <= worker < self.workers:
             raise ValueError(f"worker must be an int in 0..{self.workers - 1} or None, got {worker!r}")
-        if link and self.index == NODE:
+        top_level = isinstance(spawner, NodeContext)
+        if link and top_level:
             raise KernelError("the node's context cannot link; use spawn_monitor or a supervisor")
         ref = self.make_ref() if monitor else None
         me = spawner.pid
@@ -583,9 +601,19 @@ class Runtime:
                     spawner._watching[ref] = child
 
             pid = await self.rpc(worker, "spawn", (cls, args, kwargs, me, name, link, ref, key), adopt)
-        if self.index == NODE:
+        if top_level:
             self.top_level.append(pid)  # however the node's code spawned it, its close stops it in order
         return (pid, ref) if monitor else pid
+
+    def place(self) -> int:
+        """Round-robin over the workers, skipping a slot that is being replaced while another is up."""
+        index = self._rr % self.workers
+        for _ in range(self.workers):
+            index = self._rr % self.workers
+            self._rr += 1
+            if index not in self.down:
+                break
+        return index
 
     async def spawn_local(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], parent: Pid,
                           name: Any, link: bool, ref: Ref | None, key: Any) -> Pid:
@@ -674,10 +702,7 @@ class Runtime:
         if peer is not None:
             peer.mark_down()
         self.names.forget_worker(index, inc)
-        for ref, entry in list(self.calls.items()):
-            if entry[1] == index and entry[2] == inc and not entry[0].done():
-                entry[0].set_exception(ActorExited("worker_down", Pid(index, 0, inc)))
-                del self.calls[ref]
+        self.fail_calls(index, inc, ActorExited("worker_down", Pid(index, 0, inc)))
         for proc in list(self.procs.values()):
             if proc._exiting:
                 continue
@@ -692,6 +717,13 @@ class Runtime:
             if proc._links:
                 for other in [p for p in proc._links if p.worker == index and p.incarnation == inc]:
                     proc._on_exit(other, "worker_down", True)
+
+    def fail_calls(self, index: int, inc: int | None, error: BaseException) -> None:
+        """Fail the pending calls into worker ``index`` (incarnation ``inc``; None: any) with ``error``."""
+        for ref, entry in list(self.calls.items()):
+            if entry[1] == index and (inc is None or entry[2] == inc) and not entry[0].done():
+                entry[0].set_exception(error)
+                del self.calls[ref]
 
     def worker_up(self, index: int, inc: int) -> None:
         self.incarnations[index] = inc

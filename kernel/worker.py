@@ -19,8 +19,7 @@ from typing import Any
 
 import uvloop
 
-from .actor import Actor
-from .node import state_info
+from .node import describe_actors, state_info
 from .persistence import CheckpointService
 from .runtime import Runtime
 from .terms import NODE, Pid
@@ -53,34 +52,7 @@ def _snapshot(rt: Runtime, started: dict[str, Any]) -> dict[str, Any]:
     last_at, last_used = started.get("cpu", (started["boot"], started["boot_cpu"]))
     cpu = 100.0 * (used - last_used) / max(now - last_at, 1e-6)
     started["cpu"] = (now, used)
-    actors = []
-    for p in list(rt.procs.values()):
-        mbox = len(p._mbox) if p._mbox else 0
-        is_actor = isinstance(p, Actor)
-        actors.append({
-            "pid": repr(p.pid),
-            "worker": rt.index,
-            "name": None if p.name is None else str(p.name),
-            "class": f"{type(p).__module__}.{type(p).__qualname__}" if is_actor
-            else getattr(getattr(p, "_fn", None), "__qualname__", "process"),
-            "key": None if p.key is None else str(p.key),
-            "parent": None if p.parent is None else repr(p.parent),
-            "status": "exiting" if p._exiting else ("running" if p._task is not None and is_actor
-                                                    else "waiting"),
-            "mailbox": mbox,
-            "handled": p._handled,
-            "restarts": getattr(p, "restarts", 0),
-            "dropped": getattr(p, "dropped", 0),
-            "links": sorted(repr(x) for x in (p._links or ())),
-            "monitors": len(p._monitors or ()),
-            "memory": sys.getsizeof(p) + (sys.getsizeof(p.__dict__) if hasattr(p, "__dict__") else 0),
-            "supervisor": bool(getattr(type(p), "is_supervisor", False)),
-            "children": [repr(c) for c in p.children()] if hasattr(p, "children") else None,
-        })
-        # A supervisor counts its children's restarts by child id; the child's key is "<sup key>/<id>".
-        counts = getattr(p, "child_restarts", None)
-        if isinstance(counts, dict) and p.key is not None:
-            actors[-1]["child_restarts"] = {f"{p.key}/{cid}": n for cid, n in counts.items()}
+    actors = describe_actors(rt)
     sent = sum(peer.written for peer in rt.peers.values())
     store = rt.store
     return {
@@ -89,6 +61,32 @@ def _snapshot(rt: Runtime, started: dict[str, Any]) -> dict[str, Any]:
                    "commits": getattr(store, "commits", 0), "cpu_percent": cpu, "rss": rss},
         "actors": actors,
     }
+
+
+#: Test hook: a path holding "N stop" or "N exit". While N > 0, a starting worker decrements it and,
+#: before reporting ready, stops itself (SIGSTOP: a replacement that hangs) or exits with code 3 (one
+#: that fails), deterministically (tests/reliability/test_row20_failed_replacements.py).
+STALL_ENV = "PYOTP_TEST_FAIL_BEFORE_READY"
+
+
+def _test_fail_before_ready() -> None:
+    path = os.environ.get(STALL_ENV)
+    if not path:
+        return
+    import fcntl
+
+    with open(path, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        count, _, mode = f.read().strip().partition(" ")
+        left = int(count or 0)
+        if left <= 0:
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(f"{left - 1} {mode}")
+    if mode == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _settle(done: asyncio.Future[None]) -> None:
@@ -101,7 +99,7 @@ async def _serve(config: dict[str, Any]) -> None:
     rt = Runtime(config["index"], config["incarnation"], config["sockdir"],
                  bytes.fromhex(config["secret"]), config["workers"])
     rt.incarnations = {int(k): v for k, v in config["incarnations"].items()}
-    rt.store = CheckpointService(config["state"], config["synchronous"])
+    rt.store = CheckpointService(config["state"], config["synchronous"], config["lock_wait"])
     rt.listener.max_message = config["max_message"]
     done: asyncio.Future[None] = loop.create_future()
     boot = os.times()
@@ -126,6 +124,8 @@ async def _serve(config: dict[str, Any]) -> None:
 
     rt.rpc_ops["state"] = state
     rt.note_ops["names"] = names
+    # The node's heartbeat: answered from this loop, so a loop that is blocked or stopped cannot answer.
+    rt.note_ops["ping"] = lambda sent: rt.note(NODE, "pong", rt.index, rt.inc, sent)
 
     def on_stdin() -> None:
         if not os.read(0, 4096) and not done.done():
@@ -143,6 +143,7 @@ async def _serve(config: dict[str, Any]) -> None:
 def main() -> None:
     config = json.loads(sys.stdin.buffer.readline())
     _die_with_parent(config["parent"])
+    _test_fail_before_ready()
     sys.path[:0] = [p for p in config["sys_path"] if p not in sys.path]
     logging.basicConfig(level=logging.WARNING,
                         format=f"[worker {config['index']}] %(levelname)s %(name)s: %(message)s")

@@ -46,7 +46,8 @@ class SupervisorBase(Actor):
     """
 
     trap_exits = True
-    #: Read by the kernel's snapshot (the observer shows the supervision tree from it).
+    #: Read by the kernel: a spawn without ``worker=`` places the supervisor in the node process (which
+    #: outlives every worker, API section 12), and the snapshot shows the supervision tree from it.
     is_supervisor = True
 
     # Every private member carries the ``_sup_`` prefix: an Actor subclass shares its namespace with

@@ -211,3 +211,18 @@ def test_once_against_a_control_server(capsys: pytest.CaptureFixture[str]) -> No
     assert out.count("node demo (os pid 123)") == 2
     assert "processes by mailbox" in out and "processes by pid" in out
     assert " <0.2>  vault  Vault " in out
+
+
+def test_workers_table_shows_loop_lag_and_unresponsive_workers() -> None:
+    snap = sample_snapshot()
+    snap["workers"][0].update(responsive=True, lag=0.0123)
+    snap["workers"][1].update(responsive=False, lag=2.5)
+    snap["actors"].append({**snap["actors"][0], "pid": "<node.2>", "worker": -1, "name": "top"})
+    assert text(render.workers_table(snap)) == (
+        "workers\n"
+        " #            os pid  cpu %       rss  actors  msgs/s avg  loop lag\n"
+        "────────────────────────────────────────────────────────────────────\n"
+        " 0               456    1.5  29.6 MiB       4          10     12 ms\n"
+        " 1  457 unresponsive   12.2  42.9 MiB       2          50     2.5 s"
+    )
+    assert "Supervisor sup node mailbox=0" in text(render.actor_label(snap["actors"][-1]))

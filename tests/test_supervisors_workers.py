@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from kernel import Actor, Checkpoint, Crash
+from kernel.terms import NODE
 from supervisors import ChildSpec, Supervisor, which_children
 from tests.test_supervisors_support import (
     Journal,
@@ -99,5 +100,44 @@ def test_restarted_child_restores_its_checkpoint_by_supervisor_path(runner: Node
         counter = starts(await journal_wait(journal, "start", "counter", 3), "counter")[-1]
         assert await node.call(counter, ("add", 1)) == 16
         await node.stop(sup, "shutdown")
+
+    runner.run(body())
+
+
+class SpawnsSupervisor(Actor):
+    """Starts a supervisor from a worker, as an application's own code may."""
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        return await self.spawn(Supervisor, children=[])
+
+
+def test_supervisors_live_in_the_node_process_and_children_on_workers(runner: NodeRunner) -> None:
+    """API section 12: a supervisor without ``worker=`` is hosted by the node process, whoever spawns
+    it; its children keep their ``worker=`` and the others are spread over the workers, never placed
+    on the node process; the snapshot shows the node-hosted supervisors."""
+
+    async def body() -> None:
+        node = runner.node
+        journal = await node.spawn(Journal, worker=0)
+        children = [ChildSpec(f"c{i}", Member, args=(f"c{i}", journal)) for i in range(4)]
+        children.append(ChildSpec("pinned", Member, args=("pinned", journal), worker=1))
+        children.append(ChildSpec("inner", Supervisor, type="supervisor", kwargs={"children": []}))
+        sup = await node.spawn(Supervisor, children=children)
+        assert sup.worker == NODE
+        placed = {cid: pid for cid, pid, _ in await which_children(sup)}
+        assert placed["pinned"].worker == 1
+        assert placed["inner"].worker == NODE
+        assert sorted(placed[f"c{i}"].worker for i in range(4)) == [0, 0, 1, 1]
+        explicit = await node.spawn(Supervisor, children=[], worker=1)
+        assert explicit.worker == 1
+        spawner = await node.spawn(SpawnsSupervisor, worker=0)
+        from_worker = await node.call(spawner, "go")
+        assert from_worker.worker == NODE
+        snap = await node.snapshot()
+        hosted = {a["pid"]: a for a in snap["actors"] if a["worker"] == NODE}
+        assert {repr(sup), repr(placed["inner"]), repr(from_worker)} <= set(hosted)
+        assert hosted[repr(sup)]["supervisor"] and hosted[repr(sup)]["children"][-1] == repr(placed["inner"])
+        for pid in (sup, explicit, from_worker):
+            await node.stop(pid, "shutdown")
 
     runner.run(body())

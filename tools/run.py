@@ -3,7 +3,7 @@
 ``ATTR`` is a ``supervisors.ChildSpec`` or a list of them (or a zero-argument function returning
 either). The root is a ``one_for_one`` supervisor registered as ``"root"``; stopping shuts the tree
 down in reverse start order and exits 0. A root that fails to start exits 2 with the error, not a
-traceback wall.
+traceback wall; a node that fails (a worker that cannot be replaced) exits 1 with one line naming why.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 import kernel
-from kernel import ActorExited, Down, Node
+from kernel import ActorExited, Down, Node, WorkerStartFailed
 from supervisors import ChildSpec, Supervisor
 
 console = Console(stderr=True)
@@ -122,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         console.print(f"[bold red]bad option:[/] {exc}")
         return 2
+    except WorkerStartFailed as exc:
+        # One line naming the cause: a worker slot that could not be filled, so the node stopped.
+        console.print(f"[bold red]the node failed:[/] {escape(str(exc))}", soft_wrap=True)
+        return 1
 
 
 if __name__ == "__main__":

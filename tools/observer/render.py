@@ -29,6 +29,7 @@ __all__ = [
     "child_id",
     "compute_rates",
     "format_bytes",
+    "format_lag",
     "format_rate",
     "node_label",
     "pid_sort_key",
@@ -40,6 +41,7 @@ __all__ = [
     "sparkline",
     "supervision_tree",
     "tree_structure",
+    "where",
     "workers_table",
 ]
 
@@ -83,6 +85,15 @@ def format_rate(rate: float | None) -> str:
     return f"{rate:.0f}" if rate >= 10 else f"{rate:.1f}"
 
 
+def format_lag(lag: float | None) -> Text:
+    """A worker's loop lag: milliseconds, or seconds in red past the node's 1 s warning."""
+    if not isinstance(lag, int | float):
+        return Text("-")
+    if lag < 1.0:
+        return Text(f"{lag * 1000:.0f} ms")
+    return Text(f"{lag:.1f} s", style="bold red")
+
+
 def sparkline(values: Sequence[float], width: int = 20) -> str:
     """The last ``width`` values as block characters, scaled to the largest (all zero: a flat line)."""
     tail = list(values)[-width:]
@@ -104,6 +115,13 @@ def pid_sort_key(pid: str) -> tuple[int, ...]:
 def short_class(name: str | None) -> str:
     """``"examples.tickets.Vault"`` -> ``"Vault"``."""
     return (name or "?").rsplit(".", 1)[-1]
+
+
+def where(actor: Actor) -> str:
+    """The process an actor lives in: its worker index, or ``node`` for the node process (index -1),
+    which hosts the supervisors."""
+    worker = actor.get("worker", "?")
+    return "node" if worker == -1 else str(worker)
 
 
 def child_id(actor: Actor) -> str | None:
@@ -180,7 +198,8 @@ def actor_label(actor: Actor) -> Text:
     text.append(f" {short_class(actor.get('class'))}", style="magenta")
     if actor.get("supervisor"):
         text.append(" sup", style="blue")
-    text.append(f" w{actor.get('worker', '?')}")
+    place = where(actor)
+    text.append(" node" if place == "node" else f" w{place}")
     mailbox = int(actor.get("mailbox") or 0)
     text.append(f" mailbox={mailbox}", style="bold yellow" if mailbox else "")
     text.append(f" handled={actor.get('handled', 0)}")
@@ -287,6 +306,10 @@ def workers_table(
     )
     for header in ("#", "os pid", "cpu %", "rss", "actors", "msgs/s" if live else "msgs/s avg"):
         table.add_column(header, justify="right", no_wrap=True)
+    # The heartbeat's loop lag, when the node reports it (older nodes and hand-made snapshots do not).
+    lagged = any("lag" in w for w in snapshot.get("workers", ()))
+    if lagged:
+        table.add_column("loop lag", justify="right", no_wrap=True)
     if history is not None:
         table.add_column("msgs/s history", no_wrap=True)
     uptime = float(snapshot.get("time", 0.0)) - float(snapshot.get("started", 0.0))
@@ -298,14 +321,22 @@ def workers_table(
             rate = w.get("msgs_in", 0) / uptime if uptime > 0 else None
         alive = w.get("alive", True)
         cpu = w.get("cpu_percent")
+        if not alive:
+            os_pid: RenderableType = Text("down", style="bold red")
+        elif w.get("responsive", True) is False:
+            os_pid = Text(f"{w.get('os_pid', '-')} unresponsive", style="bold red")
+        else:
+            os_pid = str(w.get("os_pid", "-"))
         row: list[RenderableType] = [
             str(index),
-            str(w.get("os_pid", "-")) if alive else Text("down", style="bold red"),
+            os_pid,
             f"{cpu:.1f}" if isinstance(cpu, int | float) else "-",
             format_bytes(w.get("rss")),
             str(w.get("actors", 0)),
             format_rate(rate),
         ]
+        if lagged:
+            row.append(format_lag(w.get("lag")))
         if history is not None:
             row.append(Text(sparkline(history.get(index, ())), style="green"))
         table.add_row(*row)
@@ -360,7 +391,7 @@ def process_rows(actors: Iterable[Actor], rates: Rates | None = None) -> list[li
                 Text(str(a.get("pid", "?"))),
                 Text(str(a.get("name") or "")),
                 Text(short_class(a.get("class")) + (" (sup)" if a.get("supervisor") else "")),
-                Text(str(a.get("worker", "?")), justify="right"),
+                Text(where(a), justify="right"),
                 Text(status, style=_STATUS_STYLE.get(status, "")),
                 Text(str(mailbox), style="bold yellow" if mailbox else "", justify="right"),
                 Text(str(a.get("handled", 0)), justify="right"),
@@ -382,7 +413,7 @@ def actor_details(actor: Actor, state: Mapping[str, Any] | None = None, *, max_r
     text.append(f"\nclass     {actor.get('class', '?')}")
     text.append(f"\nkey       {actor.get('key') or '-'}")
     text.append(f"\nparent    {actor.get('parent') or '-'}")
-    text.append(f"\nworker    {actor.get('worker', '?')}   status {actor.get('status', '?')}")
+    text.append(f"\nworker    {where(actor)}   status {actor.get('status', '?')}")
     text.append(f"\nmailbox   {actor.get('mailbox', 0)}   handled {actor.get('handled', 0)}")
     text.append(f"   restarts {actor.get('restarts', 0)}   memory {format_bytes(actor.get('memory'))}")
     links = actor.get("links") or []
