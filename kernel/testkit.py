@@ -82,7 +82,7 @@ async def kill_worker(node: Node, index: int) -> int:
     down = await node.receive(lambda m: isinstance(m, Down) and m.ref == ref, timeout=BOUND)
     if down.reason != "worker_down":
         raise KernelError(f"worker {index}'s sentinel exited {down.reason!r}, expected 'worker_down'")
-    # A spawn aimed at a worker that is being replaced waits for the replacement (docs/api/node.md).
+    # A spawn aimed at a worker that is being replaced waits for the replacement (docs/api.md section 1).
     fresh = await node.spawn(Relay, worker=index)
     await node.stop(fresh, timeout=BOUND)
     return node.workers[index]
