@@ -19,7 +19,8 @@ Installed with the package and registered through the ``pytest11`` entry point, 
   to whatever async plugin the project uses. A plain ``def`` test can drive the node with
   :func:`run_on`.
 * :func:`settle`, :func:`kill_worker`, :func:`hang_worker`, :func:`resume_worker`, :class:`Facts`,
-  :func:`wait_facts`, :func:`wait_down` come from :mod:`kernel.testkit`. See docs/guides/testing.md.
+  :func:`wait_facts`, :func:`wait_down` and :func:`run_node` (a node around one coroutine, from
+  plain code) come from :mod:`kernel.testkit`. See docs/guides/testing.md.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ import pytest
 import uvloop
 
 from .node import Node
-from .testkit import Facts, hang_worker, kill_worker, resume_worker, settle, wait_down, wait_facts
+from .testkit import Facts, hang_worker, kill_worker, resume_worker, run_node, settle, wait_down, wait_facts
 
-__all__ = ["Facts", "NodeRunner", "hang_worker", "kill_worker", "resume_worker", "run_on", "settle",
-           "wait_down", "wait_facts"]
+__all__ = ["Facts", "NodeRunner", "hang_worker", "kill_worker", "resume_worker", "run_node", "run_on",
+           "settle", "wait_down", "wait_facts"]
 
 #: Seconds for the node to start or to close (beyond the test's own bound).
 LIFECYCLE_BOUND = 60.0

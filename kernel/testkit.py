@@ -14,20 +14,41 @@ the actors below are spawned on workers, which import this module to run them. S
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from . import run as kernel_run  # the package is initialised before any of its users imports this
 from .actor import Actor
 from .errors import ActorExited, KernelError, NoProc
 from .node import Node
 from .terms import Down, NoReply, Pid
 
+T = TypeVar("T")
+
+
 #: Bound on each wait inside these helpers (seconds); a test's own timeout is the outer bound.
 BOUND = 30.0
+
+
+def run_node(body: Callable[[Node], Awaitable[T]], workers: int = 2, bound: float = 60.0,
+             **options: Any) -> T:
+    """From plain (non-async) code: start a ``Node``, run ``body(node)`` inside it bounded by ``bound``
+    seconds, close the node, and return what ``body`` returned (or raise what it raised).
+
+    ``body`` runs in the node's context (module functions such as ``kernel.call`` act for the node).
+    """
+
+    async def main() -> T:
+        async with Node(workers=workers, **options) as node:
+            async with asyncio.timeout(bound):
+                return await body(node)
+
+    return kernel_run(main())
 
 
 class Relay(Actor):
@@ -192,5 +213,5 @@ async def wait_down(node: Node, ref: Any, timeout: float = BOUND) -> Down:
     return msg
 
 
-__all__ = ["Facts", "Relay", "hang_worker", "kill_worker", "resume_worker", "settle", "wait_down",
-           "wait_facts"]
+__all__ = ["Facts", "Relay", "hang_worker", "kill_worker", "resume_worker", "run_node", "settle",
+           "wait_down", "wait_facts"]

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["kernel", "supervisors", "registry", "tools", "examples", "pyproject.toml", "README.md"]
+SOURCES = ["kernel", "supervisors", "registry", "tools", "examples", "docs", "pyproject.toml", "README.md",
+           "CHANGELOG.md", "BENCHMARKS.md", "RELIABILITY.md"]
 
 APP = '''
 import tools.helpers                      # the project's own tools package, not ours
@@ -93,6 +94,14 @@ def test_wheel_holds_every_package_data_and_marker(installed: Path, project: Pat
     done = _run(installed / "python", "-c", check, cwd=project.parent)
     assert done.returncode == 0, done.stderr
     assert str(installed.parent) in done.stdout, "kernel was imported from elsewhere than the wheel"
+
+
+def test_docs_travel_with_the_wheel_and_their_links_hold(installed: Path) -> None:
+    docs = installed.parent / "share" / "doc" / "pyotp-kernel"
+    for page in ("README.md", "docs/README.md", "docs/api.md", "docs/design.md", "docs/guides/testing.md",
+                 "examples/README.md", "CHANGELOG.md"):
+        assert (docs / page).is_file(), page
+    assert (docs / "docs" / "guides").is_dir() and len(list((docs / "docs" / "guides").glob("*.md"))) >= 6
 
 
 def test_commands_run_from_a_project_with_its_own_tools(installed: Path, project: Path) -> None:
