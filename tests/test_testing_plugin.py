@@ -7,6 +7,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from kernel import Actor, Node
+from kernel.testing import Facts, settle
 
 USER_TESTS = Path(__file__).with_name("data") / "user_tests_with_node_fixture.py"
 
@@ -35,3 +39,41 @@ def test_without_the_plugin_the_same_file_fails(tmp_path: Path) -> None:
     done = _pytest(tmp_path, "-p", "no:kernel.testing")
     assert done.returncode != 0
     assert "fixture 'node' not found" in done.stdout
+
+
+ORPHAN = '''
+import subprocess, sys
+
+async def test_leaves_a_worker_behind(node):
+    # Stands in for a worker that escaped its node: a child process whose command line names kernel.worker.
+    subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()", "kernel.worker"])
+'''
+
+
+def test_node_fixture_fails_a_test_that_leaves_a_worker_process(tmp_path: Path) -> None:
+    (tmp_path / "test_orphan.py").write_text(ORPHAN)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_orphan.py"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=50)
+    assert done.returncode != 0
+    assert "worker processes outlived their node" in done.stdout, done.stdout
+
+
+class Sender(Actor):
+    """Casts ``n`` numbered messages to ``dest`` when called, and returns before they are delivered."""
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        dest, n = request
+        for i in range(n):
+            self.cast(dest, i)
+        return "sent"
+
+
+async def test_settle_delivers_what_other_workers_sent_before_it(node: Node) -> None:
+    """In our own suite too (the plugin is installed): after settle, the node's call to the receiver is
+    answered only once every cast that worker 0 had sent to worker 1 is handled."""
+    facts = await node.spawn(Facts, worker=1)
+    sender = await node.spawn(Sender, worker=0)
+    for rounds in range(1, 4):
+        assert await node.call(sender, (facts, 500)) == "sent"
+        await settle(node)
+        assert await node.call(facts, ("all",)) == list(range(500)) * rounds
