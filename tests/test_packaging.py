@@ -94,6 +94,9 @@ def test_wheel_holds_every_package_data_and_marker(installed: Path, project: Pat
     done = _run(installed / "python", "-c", check, cwd=project.parent)
     assert done.returncode == 0, done.stderr
     assert str(installed.parent) in done.stdout, "kernel was imported from elsewhere than the wheel"
+    demo = _run(installed / "python", "-m", "examples.tickets", "--tickets", "500", cwd=project.parent)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "FAILED" not in demo.stdout
 
 
 def test_docs_travel_with_the_wheel_and_their_links_hold(installed: Path) -> None:
