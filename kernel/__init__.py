@@ -18,6 +18,8 @@ Principles, written once:
 
 Layers: ``kernel`` imports nothing of ours; ``registry``, ``supervisors``, ``tools`` and ``examples`` build
 on this package's public names only.
+
+The full contract is docs/api.md in the repository (installed as share/doc/pyotp-kernel/docs/api.md).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ _SEND, _CAST, _CALL = wire.SEND, wire.CAST, wire.CALL
 
 
 class Checkpoint:
-    """When an actor's state is persisted (see API.md section 6).
+    """When an actor's state is persisted (see docs/api.md section 6).
 
     ``every=N``: after every N handled messages that changed the state; ``interval=S``: at most S seconds
     after a change; ``durable``: a call's reply waits for the commit of the state it produced.

@@ -56,7 +56,7 @@ class ChildSpec:
             short while it stops its own children).
         type: ``"worker"`` or ``"supervisor"``.
         worker: worker index to start the child on; ``None`` means the supervisor's own worker.
-        name: optional registered name for the child (then it is also its checkpoint key).
+        name: optional registered name for the child (its checkpoint key stays its child id path).
 
     Raises:
         TypeError: a field has the wrong type; the message names the field and shows the value.

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import kernel
 from kernel import Node
+from kernel.testing import Facts
 from tests.kernel_support import run_node
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,25 +85,8 @@ def test_sigkill_of_the_node_leaves_no_orphan_worker(tmp_path) -> None:
             proc.stdout.close()
 
 
-class Sink(kernel.Actor):
-    """Records (sender tag, seq) pairs; answers ("wait", n) once n have arrived."""
-
-    async def init(self) -> None:
-        self.state = []
-        self.waiter = None
-
-    async def handle_cast(self, message) -> None:
-        self.state.append(message)
-        if self.waiter and len(self.state) >= self.waiter[0]:
-            self.reply(self.waiter[1], list(self.state))
-            self.waiter = None
-
-    async def handle_call(self, request, caller):
-        self.waiter = (request[1], caller)
-        if len(self.state) >= request[1]:
-            self.waiter = None
-            return list(self.state)
-        return kernel.NoReply
+#: Records (sender tag, seq) pairs; answers ("wait", n) once n have arrived.
+Sink = Facts
 
 
 #: Message shapes a Source mixes: plain ones go out in their tick's batch, the others are pickled on

@@ -179,7 +179,7 @@ def test_kill_from_the_observer_in_a_terminal_and_ctrl_c_the_runner(
 
         runner.send_signal(signal.SIGINT)
         assert runner.wait(timeout=BOUND) == 0, "".join(output)
-        # The runner reaps its workers before it exits (API.md section 1): none may be left even briefly.
+        # The runner reaps its workers before it exits (docs/api.md section 1): none may be left even briefly.
         alive = [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not alive, f"worker processes left after Ctrl-C: {alive}"
     finally:

@@ -9,55 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import kernel
+import kernel.testing
 from kernel import Actor, Down, Node, NoReply, Ref
 
 #: Bound on any single wait in these tests (seconds); the pytest-timeout is the outer bound.
 BOUND = 15.0
 
 
-class NodeRunner:
+class NodeRunner(kernel.testing.NodeRunner):
     """Runs one ``Node`` in a driver task for a whole test module and runs test bodies inside it.
 
     The bodies run inside the ``async with Node()`` block (so ``kernel.call`` and the
-    ``supervisors`` coroutines act for the node) and each is bounded by ``BOUND``.
+    ``supervisors`` coroutines act for the node) and each is bounded by ``2 * BOUND``. Closing also
+    checks that no worker process it ever had outlives it.
     """
 
     def __init__(self, workers: int = 2) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._jobs: asyncio.Queue[Any] | None = None
-        ready: asyncio.Future[Node] = self.loop.create_future()
-        self._driver = self.loop.create_task(self._drive(workers, ready))
-        self.node: Node = self.loop.run_until_complete(ready)
+        super().__init__(BOUND * 2, workers=workers)
         self.os_pids = list(self.node.workers)
 
-    async def _drive(self, workers: int, ready: asyncio.Future[Node]) -> None:
-        self._jobs = asyncio.Queue()
-        async with Node(workers=workers) as node:
-            ready.set_result(node)
-            while (job := await self._jobs.get()) is not None:
-                coro, done = job
-                try:
-                    done.set_result(await asyncio.wait_for(coro, BOUND * 2))
-                except BaseException as exc:  # handed to the test, which re-raises it
-                    done.set_exception(exc)
-
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        done: asyncio.Future[Any] = self.loop.create_future()
-        assert self._jobs is not None
-        self._jobs.put_nowait((coro, done))
-        return self.loop.run_until_complete(done)
-
     def close(self) -> None:
-        assert self._jobs is not None
-        self._jobs.put_nowait(None)
-        self.loop.run_until_complete(asyncio.wait_for(self._driver, BOUND * 2))
-        self.loop.close()
+        super().close()
         for pid in self.os_pids + list(self.node.workers):
             assert not _os_alive(pid), f"worker process {pid} outlived its node"
 

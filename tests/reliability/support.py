@@ -7,7 +7,6 @@ on a fact (a reply, a ``Down``, a collector count, a file state) with a bound; n
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 import kernel
+import kernel.testing
 from kernel import Actor, Down, Node, NoReply, Ref
 
 SOAK = os.environ.get("SOAK") == "1"
@@ -38,13 +38,7 @@ def soak_timeout(seconds: int) -> pytest.MarkDecorator:
 def run_node(body: Callable[[Node], Awaitable[Any]], workers: int = 2, bound: float = BOUND,
              **kw: Any) -> Any:
     """Start a node, run ``body(node)`` inside it bounded by ``bound`` seconds, shut it down."""
-
-    async def main() -> Any:
-        async with Node(workers=workers, **kw) as node:
-            async with asyncio.timeout(bound):
-                return await body(node)
-
-    return kernel.run(main())
+    return kernel.testing.run_node(body, workers, bound, **kw)
 
 
 def record(row: int, test: str, **figures: Any) -> None:
