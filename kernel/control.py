@@ -14,6 +14,13 @@ Promises:
 - A peer that fails (wrong uid, bad or replayed answer, garbage, oversize line, timeout) is dropped and
   logged; the node and every other connection are unharmed. A handler that raises becomes an error
   reply, never a dead server.
+- No peer can lock the others out. At most :data:`MAX_CONNECTIONS` connections are served; a newcomer
+  past it closes the connection that has waited longest without a request in progress (one still in its
+  handshake, or an authenticated client idle between requests), and only if every one is mid-request is
+  it answered ``{"ok": false, "error": "busy"}`` (:class:`NodeBusy` in the client). An authenticated
+  connection idle for :data:`IDLE_TIMEOUT` is closed, and a client that hangs up mid-request cancels its
+  handler. Warnings a peer can cause are rate-limited (:data:`LOG_BURST` per kind per
+  :data:`LOG_WINDOW`, then one line counting the rest), so a reconnecting slowloris cannot flood the log.
 
 Wire protocol (each message is one line of UTF-8 JSON ending in ``\\n``)::
 
@@ -41,7 +48,9 @@ import secrets
 import socket
 import stat
 import struct
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +64,7 @@ __all__ = [
     "ControlError",
     "ControlServer",
     "Handler",
+    "NodeBusy",
     "NodeNotFound",
     "UnsafeRuntimeDir",
     "list_nodes",
@@ -75,8 +85,16 @@ MAX_HANDSHAKE = 256
 MAX_REPLY = 256 * 1024 * 1024
 #: Seconds a peer has to complete the handshake before it is dropped.
 HANDSHAKE_TIMEOUT = 5.0
-#: Concurrent control connections; more are dropped at accept, so observers cannot exhaust the node.
+#: Concurrent control connections; past it a newcomer displaces the longest-waiting connection that has
+#: no request in progress, or is answered ``busy`` if there is none, so observers cannot exhaust the node.
 MAX_CONNECTIONS = 32
+#: Seconds an authenticated connection may wait between requests before it is closed (the observer
+#: asks every second; a client that went quiet holds a slot for nobody).
+IDLE_TIMEOUT = 120.0
+#: Peer-caused warnings of one kind logged per :data:`LOG_WINDOW` seconds; the rest are counted, then
+#: reported in one line. A slowloris of 40 reconnecting sockets once wrote 87,049 lines in 6 s.
+LOG_BURST = 10
+LOG_WINDOW = 10.0
 
 PROTOCOL = 1
 _NONCE_BYTES = 32
@@ -110,6 +128,17 @@ class AuthenticationFailed(ControlError):
     """The handshake failed: the node hung up on us, or its answer did not prove it holds the key."""
 
     def __init__(self, code: str = "auth", message: str = "handshake failed") -> None:
+        super().__init__(code, message)
+
+
+class NodeBusy(ControlError):
+    """The node had no room for this connection: retry shortly.
+
+    Either every one of its :data:`MAX_CONNECTIONS` connections was mid-request, or this one was still in
+    its handshake when newer ones displaced it.
+    """
+
+    def __init__(self, code: str = "busy", message: str = "the node's control socket is busy") -> None:
         super().__init__(code, message)
 
 
@@ -388,7 +417,8 @@ class ControlServer:
             raise TypeError(f"handler must be an async callable, got {handler!r}")
         self._handler = handler
         self._server: asyncio.AbstractServer | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._log = _LogLimiter(name)
         self._inodes: dict[Path, int] = {}  # the socket and key files we created, by path
         self.socket_path: Path | None = None
         self.key_path: Path | None = None
@@ -434,6 +464,7 @@ class ControlServer:
             await asyncio.gather(*self._connections, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
+        self._log.flush()
         if self.socket_path is not None and self.key_path is not None:
             self._remove_files(self.socket_path, self.key_path)
             self.socket_path = self.key_path = None
@@ -456,30 +487,58 @@ class ControlServer:
         self._inodes = {}
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
+        conn = _Connection(writer, time.monotonic())
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer, conn))
+        self._connections[task] = conn
+        task.add_done_callback(self._forget)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._connections.pop(task, None)
+
+    def _make_room(self, newcomer: asyncio.Task[None] | None) -> bool:
+        """Below the limit, or made so by closing the longest-waiting connection without a request."""
+        live = [(c, t) for t, c in self._connections.items() if not c.evicted]
+        if len(live) <= MAX_CONNECTIONS:
+            return True
+        waiting = [(c.since, id(c), c, t) for c, t in live if not c.busy and t is not newcomer]
+        if not waiting:
+            return False
+        _, _, victim, task = min(waiting)
+        victim.evicted = True  # it is leaving: it no longer counts against the limit
+        with contextlib.suppress(Exception):  # tell it why, in case it is reading (a handshake)
+            victim.writer.write(_error("busy", "closed to make room for a newer control connection"))
+            victim.writer.close()  # here too: a task cancelled before it ran never reaches its finally
+        task.cancel()
+        self._log.warning("evicted", "control %r: closed a connection waiting since %.1f s ago to admit "
+                          "another (over %d)", self.name, time.monotonic() - victim.since, MAX_CONNECTIONS)
+        return True
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     conn: _Connection) -> None:
         peer = "?"
         try:
-            if len(self._connections) > MAX_CONNECTIONS:
-                log.warning("control %r: dropped a peer: over %d connections", self.name, MAX_CONNECTIONS)
-                return
             creds = _peer_credentials(writer.get_extra_info("socket"))
             if creds is not None:
                 pid, uid, _gid = creds
                 peer = f"pid {pid} uid {uid}"
                 if uid != os.getuid():
-                    log.warning("control %r: refused %s: not our uid %d", self.name, peer, os.getuid())
+                    self._log.warning("uid", "control %r: refused %s: not our uid %d", self.name, peer,
+                                      os.getuid())
                     return
+            if not self._make_room(asyncio.current_task()):
+                writer.write(_error("busy", f"node {self.name!r} serves {MAX_CONNECTIONS} control "
+                                    "connections, each mid-request: retry shortly"))
+                self._log.warning("busy", "control %r: answered %s busy: %d connections, each mid-request",
+                                  self.name, peer, MAX_CONNECTIONS)
+                return
             try:
                 async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                     await self._handshake(reader, writer)
             except (ValueError, TimeoutError, UnicodeDecodeError) as exc:
-                log.warning("control %r: dropped %s: handshake failed: %s", self.name, peer, exc)
+                self._log.warning("handshake", "control %r: dropped %s: handshake failed: %s", self.name,
+                                  peer, exc)
                 return
-            await self._requests(reader, writer, peer)
+            await self._requests(reader, writer, peer, conn)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.debug("control %r: %s went away: %s", self.name, peer, exc)
         except asyncio.CancelledError:
@@ -506,19 +565,50 @@ class ControlServer:
         writer.write(_encode({"welcome": True, "answer": _mac(self._key, b"server", client_nonce)}))
         await writer.drain()
 
-    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> None:
-        while True:
-            try:
-                line = await reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError:
-                writer.write(_error("too_large", f"request lines are capped at {MAX_REQUEST} bytes"))
+    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str,
+                        conn: _Connection) -> None:
+        """Answer requests in order until the peer hangs up, idles past ``IDLE_TIMEOUT`` or misbehaves.
+
+        The next line is read while a request is handled: an EOF then means the peer is gone, and its
+        handler (a snapshot stuck on a hung worker, say) is cancelled instead of holding a slot for nobody.
+        """
+        pending = asyncio.ensure_future(reader.readuntil(b"\n"))
+        answer: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                conn.busy, conn.since = False, time.monotonic()
+                if not (await asyncio.wait([pending], timeout=IDLE_TIMEOUT))[0]:
+                    self._log.info("idle", "control %r: closed %s: no request for %.0f s", self.name, peer,
+                                   IDLE_TIMEOUT)
+                    return
+                try:
+                    line = pending.result()
+                except asyncio.LimitOverrunError:
+                    writer.write(_error("too_large", f"request lines are capped at {MAX_REQUEST} bytes"))
+                    await writer.drain()
+                    self._log.warning("too_large", "control %r: dropped %s: request over %d bytes",
+                                      self.name, peer, MAX_REQUEST)
+                    return
+                except asyncio.IncompleteReadError:
+                    return  # clean EOF between requests
+                conn.busy = True
+                answer = asyncio.ensure_future(self._answer(line, peer))
+                pending = asyncio.ensure_future(reader.readuntil(b"\n"))
+                await asyncio.wait([answer, pending], return_when=asyncio.FIRST_COMPLETED)
+                if not answer.done() and pending.done() and isinstance(
+                        pending.exception(), asyncio.IncompleteReadError | ConnectionError):
+                    self._log.info("gone", "control %r: %s hung up mid-request: cancelled its handler",
+                                   self.name, peer)
+                    return  # the finally cancels the handler
+                await asyncio.wait([answer])  # a pipelined request waits its turn
+                writer.write(answer.result())
                 await writer.drain()
-                log.warning("control %r: dropped %s: request over %d bytes", self.name, peer, MAX_REQUEST)
-                return
-            except asyncio.IncompleteReadError:
-                return  # clean EOF between requests
-            writer.write(await self._answer(line, peer))
-            await writer.drain()
+        finally:
+            for fut in (pending, answer):
+                if fut is not None and not fut.done():
+                    fut.cancel()
+            if answer is not None and not answer.done():
+                await asyncio.wait([answer])  # the handler's own cleanup runs before the socket closes
 
     async def _answer(self, line: bytes, peer: str) -> bytes:
         try:
@@ -527,7 +617,7 @@ class ControlServer:
             return _error("bad_request", f"not a JSON object: {exc}")
         try:
             _validate_request(req)
-            if req["op"] == "kill":
+            if req["op"] == "kill":  # not rate-limited: only an authenticated peer can ask
                 # Audit trail: every kill says who asked for it.
                 log.warning("control %r: kill %s requested by %s", self.name, req["pid"], peer)
             result = await self._handler(req)
@@ -557,6 +647,56 @@ def _validate_request(req: dict[str, Any]) -> None:
 
 def _error(code: str, message: str) -> bytes:
     return _encode({"ok": False, "error": code, "message": message})
+
+
+@dataclass(eq=False)
+class _Connection:
+    """What admission needs to know of one connection: is a request in progress, since when it waits."""
+
+    writer: asyncio.StreamWriter
+    since: float  # when it was accepted, or when its last answer was written
+    busy: bool = False  # a request is being handled: never displaced for a newcomer
+    evicted: bool = False  # closed to make room; no longer counted
+
+
+class _LogLimiter:
+    """Log at most ``LOG_BURST`` records of each kind per ``LOG_WINDOW`` seconds; count the rest.
+
+    The count is reported in one line when the kind next occurs after its window, and at ``flush()``.
+    """
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._name = name
+        self._clock = clock
+        self._kinds: dict[str, list[Any]] = {}  # kind -> [window start, logged, suppressed, level]
+
+    def warning(self, kind: str, msg: str, *args: object) -> None:
+        self._log(logging.WARNING, kind, msg, *args)
+
+    def info(self, kind: str, msg: str, *args: object) -> None:
+        self._log(logging.INFO, kind, msg, *args)
+
+    def _log(self, level: int, kind: str, msg: str, *args: object) -> None:
+        now = self._clock()
+        state = self._kinds.setdefault(kind, [now, 0, 0, level])
+        if now - state[0] >= LOG_WINDOW:
+            self._report(kind, state)
+            state[:] = [now, 0, 0, level]
+        if state[1] < LOG_BURST:
+            state[1] += 1
+            log.log(level, msg, *args)
+        else:
+            state[2] += 1
+
+    def _report(self, kind: str, state: list[Any]) -> None:
+        if state[2]:
+            log.log(state[3], "control %r: %d more %r events in %.0f s, not logged one by one", self._name,
+                    state[2], kind, self._clock() - state[0])
+
+    def flush(self) -> None:
+        for kind, state in self._kinds.items():
+            self._report(kind, state)
+        self._kinds.clear()
 
 
 # --------------------------------------------------------------------------------------------- client
@@ -591,7 +731,7 @@ class ControlClient:
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NodeNotFound(message=f"node {name!r} does not answer: {exc}") from None
         try:
-            hello = _decode_object(await reader.readline())
+            hello = _busy_or(_decode_object(await reader.readline()), name)
             nonce = _hex_field(hello, "challenge", _NONCE_BYTES)
             my_nonce = secrets.token_bytes(_NONCE_BYTES)
             writer.write(_encode({"answer": _mac(key, b"client", nonce), "challenge": my_nonce.hex()}))
@@ -599,7 +739,7 @@ class ControlClient:
             line = await reader.readline()
             if not line:
                 raise AuthenticationFailed(message=f"node {name!r} refused the handshake")
-            welcome = _decode_object(line)
+            welcome = _busy_or(_decode_object(line), name)
             answer = welcome.get("answer")
             if not isinstance(answer, str) or not hmac.compare_digest(
                 answer.encode("ascii", "replace"), _mac(key, b"server", my_nonce).encode()
@@ -646,6 +786,13 @@ class ControlClient:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _busy_or(line: dict[str, Any], name: str) -> dict[str, Any]:
+    """``line`` itself, unless the node answered ``busy`` in its place (then :class:`NodeBusy`)."""
+    if line.get("ok") is False and line.get("error") == "busy":
+        raise NodeBusy(message=f"node {name!r}: {line.get('message', 'busy')}")
+    return line
 
 
 def request(name: str, req: dict[str, Any], *, timeout: float = 30.0) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from kernel.control import (
     ControlClient,
     ControlError,
     ControlServer,
+    NodeBusy,
     NodeNotFound,
     UnsafeRuntimeDir,
     list_nodes,
@@ -474,3 +475,170 @@ def test_peer_of_another_uid_is_refused_by_peercred(
 
     run(main)
     assert any("uid 65534: not our uid" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------ nobody locks others out
+
+
+class Blocker(Recorder):
+    """A handler whose snapshots hang until ``release`` is set (a snapshot stuck on a hung worker)."""
+
+    def __init__(self, waiting_for: int = 1) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.waiting_for = waiting_for
+        self.all_waiting = asyncio.Event()  # ``waiting_for`` snapshots are in progress
+        self.cancelled = asyncio.Event()
+        self.waiting = 0
+
+    async def __call__(self, req: dict[str, Any]) -> dict[str, Any]:
+        if req["op"] != "snapshot":
+            return await super().__call__(req)
+        self.waiting += 1
+        if self.waiting >= self.waiting_for:
+            self.all_waiting.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return {"node": "t", "actors": [], "workers": []}
+
+
+def test_forty_idle_connections_do_not_stop_ping() -> None:
+    """Past the limit a newcomer closes the longest-idle connection; it is not refused."""
+
+    async def main() -> None:
+        async with ControlServer("mu", Recorder()) as server:
+            clients = [ControlClient() for _ in range(40)]
+            try:
+                for client in clients:
+                    async with asyncio.timeout(BOUND):
+                        await client.connect("mu")
+                        assert await client.request({"op": "ping"}) == {"pong": True}
+                await assert_serves("mu")
+                assert len(server._connections) <= control.MAX_CONNECTIONS + 1  # one may be leaving
+                async with asyncio.timeout(BOUND):  # the newest idle ones were kept
+                    assert await clients[-1].request({"op": "ping"}) == {"pong": True}
+                with pytest.raises((ConnectionError, ControlError)):  # the oldest was closed
+                    async with asyncio.timeout(BOUND):
+                        await clients[0].request({"op": "ping"})
+            finally:
+                for client in clients:
+                    client.close()
+
+    run(main)
+
+
+def test_a_client_past_the_limit_of_busy_connections_gets_busy() -> None:
+    handler = Blocker(waiting_for=control.MAX_CONNECTIONS)
+
+    async def main() -> None:
+        async with ControlServer("nu", handler):
+            clients = [ControlClient() for _ in range(control.MAX_CONNECTIONS)]
+            try:
+                async with asyncio.timeout(BOUND):
+                    for client in clients:
+                        await client.connect("nu")
+                    requests = [asyncio.ensure_future(c.request({"op": "snapshot"})) for c in clients]
+                    await handler.all_waiting.wait()
+                with pytest.raises(NodeBusy, match="each mid-request") as info:
+                    async with asyncio.timeout(BOUND):
+                        await ControlClient().connect("nu")
+                assert info.value.code == "busy"
+                handler.release.set()
+                async with asyncio.timeout(BOUND):
+                    assert all(r["node"] == "t" for r in await asyncio.gather(*requests))
+                await assert_serves("nu")
+            finally:
+                for client in clients:
+                    client.close()
+
+    run(main)
+
+
+def test_an_idle_authenticated_connection_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control, "IDLE_TIMEOUT", 0.2)
+
+    async def main() -> None:
+        async with ControlServer("xi", Recorder()), ControlClient() as client:
+            async with asyncio.timeout(BOUND):
+                await client.connect("xi")
+                assert await client.request({"op": "ping"}) == {"pong": True}
+            assert client._reader is not None
+            assert await read_to_eof(client._reader) == b""  # no request for IDLE_TIMEOUT: hung up
+            await assert_serves("xi")
+
+    run(main)
+
+
+def test_a_client_that_hangs_up_mid_request_cancels_its_handler() -> None:
+    handler = Blocker()
+
+    async def main() -> None:
+        async with ControlServer("omicron", handler) as server:
+            client = ControlClient()
+            async with asyncio.timeout(BOUND):
+                await client.connect("omicron")
+                request = asyncio.ensure_future(client.request({"op": "snapshot"}))
+                await handler.all_waiting.wait()
+            client.close()
+            async with asyncio.timeout(BOUND):
+                await handler.cancelled.wait()
+                with pytest.raises(ConnectionError):
+                    await request
+                while server._connections:  # its slot is free again (each pass yields to the server)
+                    await asyncio.wait(list(server._connections))
+            await assert_serves("omicron")
+
+    run(main)
+
+
+def test_a_slowloris_writes_a_bounded_number_of_log_lines(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """40 sockets that reconnect as soon as they are dropped, silent or sending junk, 1,000 times."""
+    monkeypatch.setattr(control, "HANDSHAKE_TIMEOUT", 0.5)
+    monkeypatch.setattr(control, "LOG_WINDOW", 3600.0)  # one window, however slow the machine
+    caplog.set_level(logging.INFO, "kernel.control")
+    rounds = 25
+
+    async def loris(i: int) -> None:
+        for n in range(rounds):
+            try:
+                reader, writer = await raw_connect("pi")
+                await reader.readline()
+                if (i + n) % 2:
+                    writer.write(b"{" * 10 + b"\n")  # junk: handshake failed at once
+                await read_to_eof(reader)  # silent: displaced by newcomers, or timed out
+                await hang_up(writer)
+            except ConnectionError:
+                pass
+
+    async def main() -> None:
+        async with ControlServer("pi", Recorder()):
+            await asyncio.gather(*(loris(i) for i in range(40)))
+            await assert_serves("pi")
+
+    run(main)
+    lines = [r for r in caplog.records if r.name == "kernel.control"]
+    kinds = {"handshake", "evicted", "busy", "idle", "gone", "too_large", "uid"}
+    assert len(lines) <= len(kinds) * (control.LOG_BURST + 1) + 1, len(lines)  # +1: "control socket at"
+    assert any("more 'handshake' events" in r.getMessage() for r in lines)
+
+
+def test_log_limiter_counts_what_it_does_not_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "kernel.control")
+    now = [0.0]
+    limiter = control._LogLimiter("rho", clock=lambda: now[0])
+    for i in range(control.LOG_BURST + 7):
+        limiter.warning("junk", "junk %d", i)
+    assert [r.getMessage() for r in caplog.records] == [f"junk {i}" for i in range(control.LOG_BURST)]
+    now[0] = control.LOG_WINDOW
+    limiter.warning("junk", "junk again")
+    assert [r.getMessage() for r in caplog.records[-2:]] == [
+        f"control 'rho': 7 more 'junk' events in {control.LOG_WINDOW:.0f} s, not logged one by one",
+        "junk again",
+    ]
+    limiter.flush()  # nothing was left uncounted
+    assert len(caplog.records) == control.LOG_BURST + 2
