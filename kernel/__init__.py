@@ -40,6 +40,7 @@ from .errors import (
     MessageTooLarge,
     NoProc,
     NotSerializable,
+    Overloaded,
     Quarantined,
     StaleEpoch,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "Node",
     "NodeContext",
     "NotSerializable",
+    "Overloaded",
     "Pid",
     "Process",
     "Quarantined",

@@ -96,8 +96,8 @@ class Actor(Proc):
     crash in a handler, or a trapped exit from the parent.
     """
 
-    __slots__ = ("__dict__", "_booting", "_calling", "_pending", "_persistent", "_queued", "_stop_reason",
-                 "_stop_waiters", "dropped", "restarts", "state")
+    __slots__ = ("__dict__", "_booting", "_calling", "_pending", "_persistent", "_queued", "_stall",
+                 "_stop_reason", "_stop_waiters", "dropped", "restarts", "state")
 
     checkpoint: ClassVar[Any] = None
     _eager_init: ClassVar[bool] = True
@@ -128,6 +128,9 @@ class Actor(Proc):
     _persistent: bool
     #: In the runtime's run queue (``Runtime.enqueue``): one message waits, and no task is needed.
     _queued: bool
+    #: A peer process this actor sent to while it was past ``send_buffer``: wait for it to drain
+    #: before the next message (``Runtime._congested``).
+    _stall: Any
     restarts: int
     #: Messages refused because the mailbox was at ``max_mailbox``.
     dropped: int
@@ -206,6 +209,7 @@ class Actor(Proc):
         self._stop_waiters = None
         self._persistent = False
         self._queued = False
+        self._stall = None
         self._booting = True  # messages queue, unhandled, until init/restore has finished
         self.restarts = 0
         self.dropped = 0
@@ -299,6 +303,8 @@ class Actor(Proc):
             rt.store.after_message(self, None)
         if self._stop_reason is not None and self._task is None:
             self._task = rt.loop.create_task(self._stop_in_task())
+        elif self._stall is not None and self._task is None:
+            self._task = rt.loop.create_task(self._run())  # waits for the peer, then drains
 
     def _run_queued(self) -> None:
         """The run queue's turn: handle the one waiting message as a hand-off, or start a task if more
@@ -387,7 +393,18 @@ class Actor(Proc):
 
     async def _run(self) -> None:
         _current.set(self)
+        if self._stall is not None and not await self._unstall():
+            return
         await self._drain()
+
+    async def _unstall(self) -> bool:
+        """Paused between two messages until the peer this actor flooded drains; False if killed."""
+        peer, self._stall = self._stall, None
+        try:
+            await peer.drained()
+        except asyncio.CancelledError:
+            return False
+        return True
 
     async def _drain(self) -> None:
         mbox = self._mbox
@@ -437,6 +454,8 @@ class Actor(Proc):
                     return
             if self._stop_reason is not None:
                 await self._terminate_and_exit(self._stop_reason[1])
+                return
+            if self._stall is not None and not await self._unstall():
                 return
         self._task = None
 

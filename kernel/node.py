@@ -35,7 +35,7 @@ from .names import check_name
 from .process import NodeContext
 from .runtime import Runtime
 from .terms import NODE, Pid, Ref
-from .wire import MAX_MESSAGE, MIN_MESSAGE
+from .wire import MAX_MESSAGE, MIN_MESSAGE, SEND_BUFFER
 
 __all__ = ["Node"]
 
@@ -57,11 +57,15 @@ class Node:
     commits: "NORMAL" (default) keeps every committed checkpoint through any process crash, SIGKILL of
     a worker or of the node included, and may lose the last few to a power cut or kernel panic; "FULL"
     adds an fsync per commit so they survive those too, at a lower commit rate.
+
+    ``send_buffer`` bounds the bytes buffered towards any one worker (and each worker's towards any
+    other): past it an actor that sends is paused between messages until the peer drains, and node code
+    can ``await node.drain()``; past 4x, ``send``/``cast``/``call`` raise ``Overloaded``.
     """
 
     def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,
                  name: str | None = None, max_message: int = MAX_MESSAGE,
-                 synchronous: str = "NORMAL") -> None:
+                 synchronous: str = "NORMAL", send_buffer: int = SEND_BUFFER) -> None:
         if workers is None:
             workers = os.cpu_count() or 1
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -74,6 +78,10 @@ class Node:
             raise ValueError(f"max_message must be an int of at least {MIN_MESSAGE} bytes (64 KiB), "
                              f"got {max_message!r}")
         self.max_message = max_message
+        if not isinstance(send_buffer, int) or isinstance(send_buffer, bool) or send_buffer < MIN_MESSAGE:
+            raise ValueError(f"send_buffer must be an int of at least {MIN_MESSAGE} bytes (64 KiB), "
+                             f"got {send_buffer!r}")
+        self.send_buffer = send_buffer
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(
                 "synchronous must be 'NORMAL' (committed checkpoints survive any process crash; a power "
@@ -113,6 +121,7 @@ class Node:
         secret = os.urandom(32)
         rt = self._rt = Runtime(NODE, 0, self._sockdir, secret, self.size)
         rt.listener.max_message = self.max_message
+        rt.send_buffer = self.send_buffer
         Authority(rt)
         rt.note_ops["ready"] = self._on_ready
         await rt.start()
@@ -155,6 +164,7 @@ class Node:
             "state": self.state_path,
             "node": self.name,
             "max_message": self.max_message,
+            "send_buffer": self.send_buffer,
             "synchronous": self.synchronous,
         }
         env = dict(os.environ)
@@ -306,6 +316,10 @@ class Node:
 
     def exit(self, pid: Pid, reason: Any) -> None:
         self.context.exit(pid, reason)
+
+    async def drain(self) -> None:
+        """Wait until the bytes buffered towards every worker are back under ``send_buffer``."""
+        await self.context._rt.drain()
 
     async def receive(self, match: Any = None, timeout: float | None = None) -> Any:
         """Selective receive on the node's own mailbox (``Down`` messages, raw sends to the node)."""

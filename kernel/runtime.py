@@ -22,7 +22,8 @@ from typing import Any
 
 from . import wire
 from .actor import Actor
-from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable
+from .context import _current
+from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable, Overloaded
 from .names import NameTable, check_name
 from .proc import Proc
 from .process import Process
@@ -59,6 +60,8 @@ class Runtime:
         self.procs: dict[int, Proc] = {}
         self.names = NameTable()
         self.peers: dict[int, Peer] = {}
+        #: Bytes buffered towards one peer before its senders are paused (``Node(send_buffer=...)``).
+        self.send_buffer = wire.SEND_BUFFER
         self.calls: dict[int, tuple[asyncio.Future[Any], int, int, Callable[[Any], None] | None]] = {}
         #: worker index -> incarnation currently expected there (advanced as soon as one dies)
         self.incarnations: dict[int, int] = dict.fromkeys(range(workers), 0)
@@ -130,7 +133,8 @@ class Runtime:
     def peer(self, index: int) -> Peer:
         peer = self.peers.get(index)
         if peer is None:
-            peer = Peer(socket_path(self.sockdir, index), self.secret, (self.index, self.inc))
+            peer = Peer(socket_path(self.sockdir, index), self.secret, (self.index, self.inc),
+                        self.send_buffer)
             peer.max_message = self.listener.max_message
             if index in self.down:
                 peer.up = False
@@ -193,10 +197,27 @@ class Runtime:
         peer = self.peers.get(index)
         if peer is None:
             peer = self.peer(index)
+        if peer.busy:
+            self._congested(index, peer, envelope[0])
         if plain(payload):
             peer.post(envelope)
         else:
             peer.send(dumps(envelope, what))
+
+    def _congested(self, index: int, peer: Peer, kind: int) -> None:
+        """A send towards a peer past ``send_buffer``: the sending actor is paused before its next
+        message until the peer drains (Erlang's busy distribution port); past 4x a send, cast or call
+        is refused. Replies and signals are never refused."""
+        if peer.over and kind <= _CALL:
+            raise Overloaded(index, peer.buffered, 4 * peer.limit)
+        proc = _current.get()
+        if isinstance(proc, Actor):
+            proc._stall = peer
+
+    async def drain(self) -> None:
+        """Return once every peer's buffer is back under ``send_buffer`` (node code's backpressure)."""
+        for peer in list(self.peers.values()):
+            await peer.drained()
 
     def signal(self, pid: Pid, kind: int, *fields: Any) -> None:
         """Route a link/monitor/exit signal; a dead target answers as OTP says (noproc)."""

@@ -49,5 +49,10 @@ HEADER = struct.Struct("!I")
 #: larger one with ``MessageTooLarge``; a peer announcing one is dropped before anything is allocated.
 MAX_MESSAGE = 64 * 1024 * 1024
 
+#: Default bound on the bytes buffered towards one peer process (``Node(send_buffer=...)``): past it a
+#: sending actor is paused between messages until the peer drains; past 4x sends are refused
+#: (``Overloaded``). Erlang's distribution buffer busy limit.
+SEND_BUFFER = 8 * 1024 * 1024
+
 #: The smallest bound a node accepts: a tick's batch of small messages can always be split to fit it.
 MIN_MESSAGE = 64 * 1024

@@ -103,6 +103,7 @@ async def _serve(config: dict[str, Any]) -> None:
     rt.incarnations = {int(k): v for k, v in config["incarnations"].items()}
     rt.store = CheckpointService(config["state"], config["synchronous"])
     rt.listener.max_message = config["max_message"]
+    rt.send_buffer = config["send_buffer"]
     done: asyncio.Future[None] = loop.create_future()
     boot = os.times()
     started: dict[str, Any] = {"boot": time.monotonic(), "boot_cpu": boot.user + boot.system}
