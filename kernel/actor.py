@@ -12,6 +12,7 @@ import dis
 import inspect
 import logging
 from collections import deque
+from time import perf_counter
 from typing import Any, ClassVar
 
 from . import wire
@@ -26,6 +27,10 @@ __all__ = ["Actor", "Checkpoint"]
 log = logging.getLogger("kernel")
 
 _SEND, _CAST, _CALL = wire.SEND, wire.CAST, wire.CALL
+#: The time a mailbox drain, or a pass of the runtime's run queue, runs before it yields to the loop
+#: (checked every 4th message): an actor that keeps waking itself cannot keep its worker from its
+#: sockets, timers and other actors for more than a few ms.
+SLICE = 0.001
 
 
 class Checkpoint:
@@ -407,8 +412,12 @@ class Actor(Proc):
         return True
 
     async def _drain(self) -> None:
+        """Handle the mailbox in order. Every 4th message past a time slice (``SLICE``) the
+        task yields once to the loop: handlers without an await never suspend on their own, and an
+        actor that keeps casting itself would otherwise keep the worker from everything else."""
         mbox = self._mbox
         rt = self._rt
+        end = perf_counter() + SLICE
         while mbox and not self._exiting:
             item = mbox.popleft()
             kind = item[0]
@@ -457,6 +466,12 @@ class Actor(Proc):
                 return
             if self._stall is not None and not await self._unstall():
                 return
+            if not self._handled & 3 and perf_counter() > end:
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    return
+                end = perf_counter() + SLICE
         self._task = None
 
     def _add_stop_waiter(self, caller: Any) -> None:

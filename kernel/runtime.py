@@ -16,12 +16,13 @@ import heapq
 import inspect
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import wire
-from .actor import Actor
+from .actor import SLICE, Actor
 from .context import _current
 from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable, Overloaded
 from .names import NameTable, check_name
@@ -37,7 +38,7 @@ __all__ = ["Runtime", "socket_path"]
 log = logging.getLogger("kernel")
 
 _CALL = wire.CALL
-#: Queued actors run per loop iteration before others get their turn.
+#: Queued actors run per loop iteration (and at most ``actor.SLICE`` of time) before others get their turn.
 _RUNQ_BUDGET = 1000
 
 _SIGNALS = frozenset({wire.LINK, wire.UNLINK, wire.EXIT, wire.MONITOR, wire.DEMONITOR, wire.DOWN})
@@ -277,13 +278,14 @@ class Runtime:
             self.loop.call_soon(self._run_queue)
 
     def _run_queue(self) -> None:
-        """Run queued actors, and those they wake, up to a budget; then yield to the loop.
+        """Run queued actors, and those they wake, up to a budget of actors and of time; then yield.
 
         Handlers here cannot suspend, so each runs to completion; the budget bounds how long other
-        tasks and I/O wait, as a task draining its mailbox would.
+        tasks and I/O wait, as a task draining its mailbox does (``Actor._drain``).
         """
         runq = self._runq
-        for _ in range(_RUNQ_BUDGET):
+        end = time.perf_counter() + SLICE
+        for n in range(_RUNQ_BUDGET):
             if not runq:
                 return
             actor = runq[0]  # stays queued while it runs, so what it wakes needs no second call_soon
@@ -293,6 +295,8 @@ class Runtime:
                 log.exception("%r failed outside its handler", actor.pid)
             finally:
                 runq.popleft()
+            if n & 3 == 3 and time.perf_counter() > end:
+                break
         if runq:
             self.loop.call_soon(self._run_queue)
 

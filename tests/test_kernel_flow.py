@@ -182,3 +182,49 @@ def test_a_tick_that_batched_64kb_writes_it_out_before_the_tick_ends() -> None:
 
     first, finished = run_node(body)
     assert first < finished
+
+
+class Spinner(kernel.Actor):
+    """Does ~1 ms of work per message and casts itself the next one; its handler never awaits."""
+
+    async def init(self) -> None:
+        self.state = 0
+
+    async def handle_cast(self, message) -> None:
+        end = time.perf_counter() + 0.001
+        while time.perf_counter() < end:
+            pass
+        self.state += 1
+        if self.state < 5000:
+            kernel.cast(self.pid, "spin")
+
+    async def handle_call(self, request, caller):
+        return self.state
+
+
+class Echo(kernel.Actor):
+    async def handle_call(self, request, caller):
+        return request
+
+
+@pytest.mark.parametrize("starts", [1, 2], ids=["run_queue", "mailbox_task"])
+def test_a_self_casting_actor_cannot_starve_its_worker(starts: int) -> None:
+    """Calls to another actor on the spinner's worker stay fast; with one pending message the spinner runs
+    from the run queue, with two it drains its mailbox in a task: both yield within a few ms."""
+
+    async def body(node: Node) -> tuple[float, int]:
+        spinner = await node.spawn(Spinner, worker=0)
+        echo = await node.spawn(Echo, worker=0)
+        await node.call(echo, 0)
+        for _ in range(starts):
+            node.cast(spinner, "spin")
+        worst = 0.0
+        for i in range(30):
+            t0 = time.perf_counter()
+            assert await node.call(echo, i) == i
+            worst = max(worst, time.perf_counter() - t0)
+        return worst, await node.call(spinner, "count")
+
+    worst, spun = run_node(body)
+    assert spun < 5000  # the calls did run while it spun
+    assert worst < 0.1, worst
