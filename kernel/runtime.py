@@ -16,6 +16,8 @@ import heapq
 import inspect
 import logging
 import os
+import pickle
+import pickletools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -29,7 +31,7 @@ from .names import NameTable, check_name
 from .proc import Proc
 from .process import Process
 from .quarantine import Quarantine
-from .serialize import dumps, plain
+from .serialize import dumps, loads, plain
 from .terms import NODE, Crash, Pid, Ref
 from .transport import Listener, Peer
 
@@ -41,6 +43,7 @@ _CALL = wire.CALL
 #: Queued actors run per loop iteration (and at most ``actor.SLICE`` of time) before others get their turn.
 _RUNQ_BUDGET = 1000
 
+_PACKED = wire.PACKED
 _SIGNALS = frozenset({wire.LINK, wire.UNLINK, wire.EXIT, wire.MONITOR, wire.DEMONITOR, wire.DOWN})
 _DEFERRED = frozenset({wire.EXIT, wire.DOWN})
 
@@ -102,6 +105,9 @@ class Runtime:
         self._ref = 0
         self._rr = 0
         self.msgs_in = 0
+        #: Messages dropped because this process could not unpickle them (a cast or send; a call is
+        #: answered ``NotSerializable``).
+        self.undecodable = 0
         self.listener = Listener(socket_path(sockdir, index), secret, self.dispatch, self._inbound_lost,
                                  self._set_solo)
         self.on_peer_lost: Callable[[int, int], None] | None = None
@@ -198,10 +204,16 @@ class Runtime:
         peer = self.peers.get(index)
         if peer is None:
             peer = self.peer(index)
+        kind = envelope[0]
         if peer.busy:
-            self._congested(index, peer, envelope[0])
+            self._congested(index, peer, kind)
         if plain(payload):
             peer.post(envelope)
+        elif kind <= _CALL:
+            # The message's own pickle beside a plain header (see wire): the receiver can answer even
+            # when it cannot decode the message.
+            peer.send(pickle.dumps((kind + _PACKED, envelope[1], envelope[2], dumps(payload, what),
+                                    *envelope[4:]), 5))
         else:
             peer.send(dumps(envelope, what))
 
@@ -472,7 +484,7 @@ class Runtime:
         ref = self._next_call_ref()
         fut: asyncio.Future[Any] = self.loop.create_future()
         what = "spawn arguments" if op == "spawn" else op
-        data = dumps((wire.RPC, self.index, self.inc, ref, op, args), what)
+        data = pickle.dumps((wire.RPC, self.index, self.inc, ref, op, dumps(args, what)), 5)
         self.calls[ref] = (fut, index, self.incarnations.get(index, 0), hook)
         self.peer(index).send(data)
         try:
@@ -505,6 +517,8 @@ class Runtime:
                     proc._deliver((wire.CALL, env[3], caller))
             elif proc is not None and not proc._exiting:
                 proc._deliver((kind, env[3]))
+        elif kind >= _PACKED:
+            self._unpack(env)
         elif kind == wire.REPLY:
             if env[1] == self.inc:
                 self._resolve(env[2], env[3], env[4])
@@ -531,10 +545,38 @@ class Runtime:
             else:
                 handler(*env[2])
 
-    def _serve_rpc(self, index: int, inc: int, ref: int, op: str, args: tuple[Any, ...]) -> None:
+    def _unpack(self, env: tuple[Any, ...]) -> None:
+        """A SEND, CAST or CALL whose message was pickled on its own: decode it, or tell why not."""
+        kind = env[0] - _PACKED
+        try:
+            message = loads(env[3])
+        except Exception as exc:
+            target = Pid(self.index, env[1], env[2])
+            cause = self._undecodable(env[3], exc)
+            if kind == _CALL:
+                self.fail_caller_with((Pid(env[4], env[5], env[6]), env[7]),
+                                      NotSerializable(f"request to {target!r}", cause))
+            else:
+                self.undecodable += 1
+                log.error("%s to %r dropped (counted as dead): %s", "cast" if kind == wire.CAST else "send",
+                          target, cause)
+            return
+        self.dispatch((kind, env[1], env[2], message, *env[4:]))
+
+    def _undecodable(self, data: bytes, exc: Exception) -> str:
+        who = "the node process" if self.index == NODE else f"worker {self.index}"
+        return f"{who} cannot unpickle {_pickled_types(data)}: {type(exc).__name__}: {exc}"
+
+    def _serve_rpc(self, index: int, inc: int, ref: int, op: str, packed: bytes) -> None:
         handler = self.rpc_ops.get(op)
         if handler is None:
             self._reply_to(index, inc, ref, False, KernelError(f"unknown operation {op!r}"))
+            return
+        try:
+            args = loads(packed)
+        except Exception as exc:
+            what = "spawn arguments" if op == "spawn" else f"{op} arguments"
+            self._reply_to(index, inc, ref, False, NotSerializable(what, self._undecodable(packed, exc)))
             return
         try:
             result = handler(*args)
@@ -738,6 +780,27 @@ class Runtime:
                 "and give it a name or start it under a supervisor"
             )
         await self.store.persist(actor)
+
+
+_ALWAYS_THERE = ("builtins.", "copyreg.", "cloudpickle.", "kernel.")
+
+
+def _pickled_types(data: bytes) -> str:
+    """The classes and functions a pickle refers to, for an error message (not a fast path)."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                strings.append(str(arg))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+    except Exception:
+        pass
+    found = [n for n in dict.fromkeys(names) if not n.startswith(_ALWAYS_THERE)]
+    return "a message referring to " + ", ".join(found[:4]) if found else "a message"
 
 
 def _check_timeout(timeout: Any) -> None:

@@ -17,8 +17,13 @@ worker index is implied by the connection they are written to.
 | DEMONITOR | serial, inc, ref                                                |
 | DOWN      | serial, inc, ref, pid, reason                                   |
 | STOP      | serial, inc, reason, caller pid, ref   (orderly stop, replied)  |
-| RPC       | caller pid, ref, op, args     (to a runtime, replied)           |
+| RPC       | caller pid, ref, op, pickled args  (to a runtime, replied)      |
 | NOTE      | op, args                      (one-way, to a runtime)           |
+
+A SEND, CAST or CALL whose message is not plain (``serialize.plain``) travels as kind + ``PACKED``
+with the message pickled on its own, beside a plain header: a receiver that cannot unpickle it (a
+class it cannot import) still knows whom to answer ``NotSerializable``. RPC arguments always travel
+so, for the same reason (spawn arguments).
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ DOWN = 9
 STOP = 10
 RPC = 11
 NOTE = 12
+
+#: Added to SEND, CAST or CALL: the message field holds the message's own pickle.
+PACKED = 16
 
 #: Mailbox-only kinds (never on the wire): an exit signal from the parent of a trapping actor.
 PARENT_EXIT = 20

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 
 import pytest
 
 import kernel
-from kernel import Node, Overloaded
+from kernel import Node, NotSerializable, Overloaded
 from tests.kernel_support import run_node
 
 BLOB = b"x" * 65536
@@ -228,3 +229,43 @@ def test_a_self_casting_actor_cannot_starve_its_worker(starts: int) -> None:
     worst, spun = run_node(body)
     assert spun < 5000  # the calls did run while it spun
     assert worst < 0.1, worst
+
+
+class Dead(kernel.Actor):
+    """Reports how many messages its worker could not decode (test-only look inside)."""
+
+    async def handle_call(self, request, caller):
+        return self._rt.undecodable
+
+
+def test_an_undecodable_request_spawn_or_cast_is_not_silent(tmp_path) -> None:
+    """A class the workers cannot import (its module is on the node's sys.path only, added after they
+    started): a call fails with NotSerializable naming it, at once; so does a spawn; a cast is counted."""
+    (tmp_path / "h4_only_here.py").write_text("class Far:\n    pass\n")
+
+    async def body(node: Node) -> tuple[float, str, str, int]:
+        echo = await node.spawn(Echo, worker=0)
+        dead = await node.spawn(Dead, worker=0)
+        sys.path.insert(0, str(tmp_path))
+        try:
+            import h4_only_here
+
+            t0 = time.perf_counter()
+            with pytest.raises(NotSerializable) as called:
+                await node.call(echo, h4_only_here.Far(), timeout=30.0)
+            elapsed = time.perf_counter() - t0
+            with pytest.raises(NotSerializable) as spawned:
+                await node.spawn(Echo, h4_only_here.Far(), worker=1)
+            node.cast(echo, ("work", h4_only_here.Far()))
+            node.send(echo, h4_only_here.Far())
+            assert await node.call(echo, 5) == 5  # the actor and its worker live on
+            return elapsed, str(called.value), str(spawned.value), await node.call(dead, "count")
+        finally:
+            sys.path.remove(str(tmp_path))
+            sys.modules.pop("h4_only_here", None)
+
+    elapsed, called, spawned, dropped = run_node(body)
+    assert elapsed < 5.0
+    assert "h4_only_here.Far" in called and "worker 0" in called, called
+    assert "spawn arguments" in spawned and "h4_only_here.Far" in spawned, spawned
+    assert dropped == 2
