@@ -46,6 +46,7 @@ _RUNQ_BUDGET = 1000
 _PACKED = wire.PACKED
 _SIGNALS = frozenset({wire.LINK, wire.UNLINK, wire.EXIT, wire.MONITOR, wire.DEMONITOR, wire.DOWN})
 _DEFERRED = frozenset({wire.EXIT, wire.DOWN})
+_SET_UP = frozenset({wire.LINK, wire.MONITOR})
 
 
 def socket_path(sockdir: str, index: int) -> str:
@@ -250,7 +251,11 @@ class Runtime:
         if not self.pid_is_current(pid) and pid.worker not in self.down:
             self._dead_target(pid, kind, fields)
             return
-        self.peer(pid.worker).send(dumps((kind, pid.serial, pid.incarnation, *fields), "signal"))
+        data = dumps((kind, pid.serial, pid.incarnation, *fields), "signal")
+        if kind in _SET_UP:
+            self.peer(pid.worker).send_now(data)  # causal set-up: see Peer.send_now
+        else:
+            self.peer(pid.worker).send(data)
 
     def _run_deferred(self) -> None:
         deferred = self._deferred
@@ -763,9 +768,32 @@ class Runtime:
     def worker_up(self, index: int, inc: int) -> None:
         self.incarnations[index] = inc
         self.down.discard(index)
-        peer = self.peers.get(index)
-        if peer is not None:
-            peer.mark_up()
+        self.peer(index).mark_up()  # connect now, not at the first message
+
+    async def connect_peers(self, budget: float = 3.0) -> None:
+        """Connect to every other worker (retrying those not listening yet), within ``budget`` seconds.
+
+        A worker does this before it reports ready, so the links and monitors its actors set up never
+        wait behind a handshake while a third process's message to the target does not (API.md
+        section 12, causal set-up). A peer still missing after the budget is connected on first use.
+        """
+        deadline = self.loop.time() + budget
+        pending = [i for i in range(self.workers) if i != self.index]
+        delay = 0.005
+        while pending:
+            left = deadline - self.loop.time()
+            if left <= 0:
+                log.warning("workers %s not reachable within %.0fs; connecting on first use", pending, budget)
+                return
+            try:
+                async with asyncio.timeout(left):
+                    ok = await asyncio.gather(*(self.peer(i).connected() for i in pending))
+            except TimeoutError:
+                continue
+            pending = [i for i, up in zip(pending, ok, strict=True) if not up]
+            if pending:
+                await asyncio.sleep(min(delay, max(0.0, deadline - self.loop.time())))
+                delay = min(delay * 2, 0.1)
 
     # -- persistence hooks (the checkpoint service plugs in here) -------------------------------
 

@@ -307,6 +307,7 @@ class Peer:
         self.buffered = 0
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
+        self._dialing: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
 
     def send(self, data: bytes) -> None:
@@ -345,6 +346,28 @@ class Peer:
                 self._connect()
             if len(buf) > _EAGER:
                 self._account()
+
+    def send_now(self, data: bytes) -> None:
+        """Queue one encoded message and write it, with everything queued before it, at once.
+
+        For links and monitors: once ``monitor()`` returns, the signal is in the socket, ahead of
+        anything the caller does next (a reply to a third process that then acts on the target).
+        """
+        self.send(data)
+        transport = self._transport
+        if transport is not None and self._buf:
+            transport.write(self._buf)
+            self._buf = bytearray()
+            if self.busy:
+                self._account()
+
+    async def connected(self) -> bool:
+        """Connect now if not yet, and wait for the handshake; False if the peer is not listening."""
+        if self._transport is None and not self._connecting and self.up:
+            self._connect()
+        if self._dialing is not None:
+            await asyncio.shield(self._dialing)
+        return self._transport is not None
 
     def post(self, envelope: tuple[Any, ...]) -> None:
         """Queue one envelope of plain values (``serialize.plain``): pickled with its tick's batch.
@@ -438,7 +461,7 @@ class Peer:
 
     def _connect(self) -> None:
         self._connecting = True
-        self._loop.create_task(self._connect_task())
+        self._dialing = self._loop.create_task(self._connect_task())
 
     async def _connect_task(self) -> None:
         try:

@@ -134,6 +134,7 @@ async def _serve(config: dict[str, Any]) -> None:
 
     loop.add_reader(0, on_stdin)
     await rt.start()
+    await rt.connect_peers()
     rt.note(NODE, "ready", rt.index, rt.inc, os.getpid())
     await done
     for peer in rt.peers.values():

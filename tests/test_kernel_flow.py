@@ -269,3 +269,79 @@ def test_an_undecodable_request_spawn_or_cast_is_not_silent(tmp_path) -> None:
     assert "h4_only_here.Far" in called and "worker 0" in called, called
     assert "spawn arguments" in spawned and "h4_only_here.Far" in spawned, spawned
     assert dropped == 2
+
+
+class Target(kernel.Actor):
+    async def handle_call(self, request, caller):
+        return request
+
+
+class Watcher(kernel.Actor):
+    """Monitors what it is told to; answers ("reason",) with the reason of the next Down it gets."""
+
+    async def init(self) -> None:
+        self.state = []
+        self.asking = None
+
+    async def handle_call(self, request, caller):
+        if request[0] == "watch":
+            self.monitor(request[1])
+            return "watching"
+        if self.state:
+            return self.state.pop(0)
+        self.asking = caller
+        return kernel.NoReply
+
+    async def handle_info(self, message) -> None:
+        if isinstance(message, kernel.Down):
+            if self.asking is not None:
+                self.reply(self.asking, message.reason)
+                self.asking = None
+            else:
+                self.state.append(message.reason)
+
+
+async def _triangle(node: Node, watcher: kernel.Pid) -> object:
+    """W (worker 0) monitors T (worker 1), the call returns, the node stops T: W's Down reason."""
+    target = await node.spawn(Target, worker=1)
+    assert await node.call(watcher, ("watch", target)) == "watching"
+    await node.stop(target, "bye")
+    return await node.call(watcher, ("reason",))
+
+
+def test_a_monitor_is_in_place_before_a_third_process_can_reach_the_target_warm() -> None:
+    async def body(node: Node) -> list[object]:
+        watcher = await node.spawn(Watcher, worker=0)
+        return [await _triangle(node, watcher) for _ in range(200)]
+
+    reasons = run_node(body)
+    assert reasons.count("bye") == 200, [r for r in reasons if r != "bye"][:3]
+
+
+@pytest.mark.timeout(120)
+def test_a_monitor_is_in_place_before_a_third_process_can_reach_the_target_cold() -> None:
+    """Cold: W's worker was just replaced, so its connection to worker 1 is new."""
+
+    async def body(node: Node) -> list[object]:
+        reasons = []
+        watcher = await node.spawn(Watcher, worker=0)
+        for _ in range(TRIANGLES_COLD):
+            ref = node.monitor(watcher)
+            os.kill(node.workers[0], signal.SIGKILL)
+            await node.receive(lambda m, ref=ref: isinstance(m, kernel.Down) and m.ref == ref, timeout=10)
+            watcher = await node.spawn(Watcher, worker=0)  # waits for the replacement
+            reasons.append(await _triangle(node, watcher))
+        return reasons
+
+    async def main() -> list[object]:
+        async with Node(workers=2) as node:
+            async with asyncio.timeout(100):
+                return await body(node)
+
+    reasons = kernel.run(main())
+    assert reasons.count("bye") == TRIANGLES_COLD, [r for r in reasons if r != "bye"][:3]
+
+
+#: Each cold triangle replaces a worker (~0.2-0.4 s); TRIANGLES_COLD=200 in the environment for the
+#: figure in RELIABILITY.md.
+TRIANGLES_COLD = int(os.environ.get("TRIANGLES_COLD", "30"))
