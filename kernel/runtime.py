@@ -102,6 +102,8 @@ class Runtime:
         #: Whether the delivery being dispatched arrived alone in its read (set by the transport).
         self.solo = False
         self._deferred: deque[tuple[Proc, int, tuple[Any, ...]]] = deque()
+        #: When a raw process's ``receive`` that finds its message waiting should next yield.
+        self.slice_end = 0.0
         self._serial = 0
         self._ref = 0
         self._rr = 0

@@ -348,3 +348,28 @@ def test_a_monitor_is_in_place_before_a_third_process_can_reach_the_target_cold(
 
     reasons = kernel.run(main())
     assert reasons.count("bye") == TRIANGLES_COLD, [r for r in reasons if r != "bye"][:3]
+
+
+async def spin_process(ctx) -> None:
+    """A raw process that receives its own sends, ~1 ms of work each: receive never has to wait."""
+    ctx.send(ctx.pid, 0)
+    while True:
+        n = await ctx.receive()
+        end = time.perf_counter() + 0.001
+        while time.perf_counter() < end:
+            pass
+        ctx.send(ctx.pid, n + 1)
+
+
+def test_a_self_sending_process_cannot_starve_its_worker() -> None:
+    async def body(node: Node) -> float:
+        await node.spawn(spin_process, worker=0)
+        echo = await node.spawn(Echo, worker=0)
+        worst = 0.0
+        for i in range(30):
+            t0 = time.perf_counter()
+            assert await node.call(echo, i) == i
+            worst = max(worst, time.perf_counter() - t0)
+        return worst
+
+    assert run_node(body) < 0.1
