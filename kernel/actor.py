@@ -414,7 +414,9 @@ class Actor(Proc):
     async def _drain(self) -> None:
         """Handle the mailbox in order. Every 4th message past a time slice (``SLICE``) the
         task yields once to the loop: handlers without an await never suspend on their own, and an
-        actor that keeps casting itself would otherwise keep the worker from everything else."""
+        actor that keeps casting itself would otherwise keep the worker from everything else. Every
+        4th message, too, an actor that sent to a peer past ``send_buffer`` waits for it to drain
+        (it exits the loop with ``_stall`` set otherwise, and ``_run`` waits first)."""
         mbox = self._mbox
         rt = self._rt
         end = perf_counter() + SLICE
@@ -464,14 +466,15 @@ class Actor(Proc):
             if self._stop_reason is not None:
                 await self._terminate_and_exit(self._stop_reason[1])
                 return
-            if self._stall is not None and not await self._unstall():
-                return
-            if not self._handled & 3 and perf_counter() > end:
-                try:
-                    await asyncio.sleep(0)
-                except asyncio.CancelledError:
+            if not self._handled & 3:  # one test per message on the hot path; the rest every 4th
+                if self._stall is not None and not await self._unstall():
                     return
-                end = perf_counter() + SLICE
+                if perf_counter() > end:
+                    try:
+                        await asyncio.sleep(0)
+                    except asyncio.CancelledError:
+                        return
+                    end = perf_counter() + SLICE
         self._task = None
 
     def _add_stop_waiter(self, caller: Any) -> None:

@@ -207,12 +207,11 @@ class Runtime:
         peer = self.peers.get(index)
         if peer is None:
             peer = self.peer(index)
-        kind = envelope[0]
         if peer.busy:
-            self._congested(index, peer, kind)
+            self._congested(index, peer, envelope[0])
         if plain(payload):
             peer.post(envelope)
-        elif kind <= _CALL:
+        elif (kind := envelope[0]) <= _CALL:
             # The message's own pickle beside a plain header (see wire): the receiver can answer even
             # when it cannot decode the message.
             peer.send(pickle.dumps((kind + _PACKED, envelope[1], envelope[2], dumps(payload, what),
