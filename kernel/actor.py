@@ -12,6 +12,7 @@ import dis
 import inspect
 import logging
 from collections import deque
+from time import perf_counter
 from typing import Any, ClassVar
 
 from . import wire
@@ -26,6 +27,10 @@ __all__ = ["Actor", "Checkpoint"]
 log = logging.getLogger("kernel")
 
 _SEND, _CAST, _CALL = wire.SEND, wire.CAST, wire.CALL
+#: The time a mailbox drain, or a pass of the runtime's run queue, runs before it yields to the loop
+#: (checked every 4th message): an actor that keeps waking itself cannot keep its worker from its
+#: sockets, timers and other actors for more than a few ms.
+SLICE = 0.001
 
 
 class Checkpoint:
@@ -96,8 +101,8 @@ class Actor(Proc):
     crash in a handler, or a trapped exit from the parent.
     """
 
-    __slots__ = ("__dict__", "_booting", "_calling", "_pending", "_persistent", "_queued", "_stop_reason",
-                 "_stop_waiters", "dropped", "restarts", "state")
+    __slots__ = ("__dict__", "_booting", "_calling", "_pending", "_persistent", "_queued", "_stall",
+                 "_stop_reason", "_stop_waiters", "dropped", "restarts", "state")
 
     checkpoint: ClassVar[Any] = None
     _eager_init: ClassVar[bool] = True
@@ -128,6 +133,9 @@ class Actor(Proc):
     _persistent: bool
     #: In the runtime's run queue (``Runtime.enqueue``): one message waits, and no task is needed.
     _queued: bool
+    #: A peer process this actor sent to while it was past ``send_buffer``: wait for it to drain
+    #: before the next message (``Runtime._congested``).
+    _stall: Any
     restarts: int
     #: Messages refused because the mailbox was at ``max_mailbox``.
     dropped: int
@@ -206,6 +214,7 @@ class Actor(Proc):
         self._stop_waiters = None
         self._persistent = False
         self._queued = False
+        self._stall = None
         self._booting = True  # messages queue, unhandled, until init/restore has finished
         self.restarts = 0
         self.dropped = 0
@@ -299,6 +308,8 @@ class Actor(Proc):
             rt.store.after_message(self, None)
         if self._stop_reason is not None and self._task is None:
             self._task = rt.loop.create_task(self._stop_in_task())
+        elif self._stall is not None and self._task is None:
+            self._task = rt.loop.create_task(self._run())  # waits for the peer, then drains
 
     def _run_queued(self) -> None:
         """The run queue's turn: handle the one waiting message as a hand-off, or start a task if more
@@ -387,11 +398,28 @@ class Actor(Proc):
 
     async def _run(self) -> None:
         _current.set(self)
+        if self._stall is not None and not await self._unstall():
+            return
         await self._drain()
 
+    async def _unstall(self) -> bool:
+        """Paused between two messages until the peer this actor flooded drains; False if killed."""
+        peer, self._stall = self._stall, None
+        try:
+            await peer.drained()
+        except asyncio.CancelledError:
+            return False
+        return True
+
     async def _drain(self) -> None:
+        """Handle the mailbox in order. Every 4th message past a time slice (``SLICE``) the
+        task yields once to the loop: handlers without an await never suspend on their own, and an
+        actor that keeps casting itself would otherwise keep the worker from everything else. Every
+        4th message, too, an actor that sent to a peer past ``send_buffer`` waits for it to drain
+        (it exits the loop with ``_stall`` set otherwise, and ``_run`` waits first)."""
         mbox = self._mbox
         rt = self._rt
+        end = perf_counter() + SLICE
         while mbox and not self._exiting:
             item = mbox.popleft()
             kind = item[0]
@@ -438,6 +466,15 @@ class Actor(Proc):
             if self._stop_reason is not None:
                 await self._terminate_and_exit(self._stop_reason[1])
                 return
+            if not self._handled & 3:  # one test per message on the hot path; the rest every 4th
+                if self._stall is not None and not await self._unstall():
+                    return
+                if perf_counter() > end:
+                    try:
+                        await asyncio.sleep(0)
+                    except asyncio.CancelledError:
+                        return
+                    end = perf_counter() + SLICE
         self._task = None
 
     def _add_stop_waiter(self, caller: Any) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "MessageTooLarge",
     "NoProc",
     "NotSerializable",
+    "Overloaded",
     "Quarantined",
     "StaleEpoch",
     "StateFileInUse",
@@ -163,6 +164,29 @@ class MailboxFull(KernelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.dest, self.limit))
+
+
+class Overloaded(KernelError):
+    """The bytes buffered towards ``peer`` (a worker index, or "node") are past 4x ``send_buffer``.
+
+    The message was refused, not queued: the peer process is not reading (hung, stopped or far behind).
+    Links, monitors, exits and replies are never refused.
+    """
+
+    def __init__(self, peer: Any, buffered: int, limit: int) -> None:
+        self.peer = peer
+        self.buffered = buffered
+        self.limit = limit
+        super().__init__(
+            f"{buffered} bytes are buffered towards {_peer_name(peer)}, past its hard limit of {limit}; "
+            "send less, await node.drain() (an actor is paused for you), or raise Node(send_buffer=...)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.peer, self.buffered, self.limit))
+
+
+def _peer_name(peer: Any) -> str:
+    return f"worker {peer}" if isinstance(peer, int) and peer >= 0 else "the node process"
 
 
 class Quarantined(KernelError):

@@ -35,7 +35,7 @@ from .names import check_name
 from .process import NodeContext
 from .runtime import Runtime
 from .terms import NODE, Pid, Ref
-from .wire import MAX_MESSAGE, MIN_MESSAGE
+from .wire import MAX_MESSAGE, MIN_MESSAGE, SEND_BUFFER
 
 __all__ = ["Node"]
 
@@ -82,12 +82,16 @@ class Node:
     heartbeat for that long is declared hung, SIGKILLed and replaced; its actors exit "worker_down".
     ``start_timeout``: a (replacement) worker not ready within it is killed and started again, with
     backoff; when that keeps failing, the node fails loudly (``WorkerStartFailed`` out of ``async with``).
+
+    ``send_buffer`` bounds the bytes buffered towards any one worker (and each worker's towards any
+    other): past it an actor that sends is paused between messages until the peer drains, and node code
+    can ``await node.drain()``; past 4x, ``send``/``cast``/``call`` raise ``Overloaded``.
     """
 
     def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,
                  name: str | None = None, max_message: int = MAX_MESSAGE,
                  synchronous: str = "NORMAL", worker_timeout: float | None = 30.0,
-                 start_timeout: float = 30.0) -> None:
+                 start_timeout: float = 30.0, send_buffer: int = SEND_BUFFER) -> None:
         if workers is None:
             workers = os.cpu_count() or 1
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -102,6 +106,10 @@ class Node:
             raise ValueError(f"max_message must be an int of at least {MIN_MESSAGE} bytes (64 KiB), "
                              f"got {max_message!r}")
         self.max_message = max_message
+        if not isinstance(send_buffer, int) or isinstance(send_buffer, bool) or send_buffer < MIN_MESSAGE:
+            raise ValueError(f"send_buffer must be an int of at least {MIN_MESSAGE} bytes (64 KiB), "
+                             f"got {send_buffer!r}")
+        self.send_buffer = send_buffer
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(
                 "synchronous must be 'NORMAL' (committed checkpoints survive any process crash; a power "
@@ -169,6 +177,7 @@ class Node:
         secret = os.urandom(32)
         rt = self._rt = Runtime(NODE, 0, self._sockdir, secret, self.size)
         rt.listener.max_message = self.max_message
+        rt.send_buffer = self.send_buffer
         Authority(rt)
         rt.note_ops["ready"] = self._on_ready
         self._heartbeat = Heartbeat(rt, self.worker_timeout, self._on_hung)
@@ -245,6 +254,7 @@ class Node:
             "state": self.state_path,
             "node": self.name,
             "max_message": self.max_message,
+            "send_buffer": self.send_buffer,
             "synchronous": self.synchronous,
             # A write waits for another worker's write lock longer than the heartbeat takes to find
             # that worker hung and kill it (which releases the lock): a hung holder fails no one else.
@@ -499,6 +509,10 @@ class Node:
 
     def exit(self, pid: Pid, reason: Any) -> None:
         self.context.exit(pid, reason)
+
+    async def drain(self) -> None:
+        """Wait until the bytes buffered towards every worker are back under ``send_buffer``."""
+        await self.context._rt.drain()
 
     async def receive(self, match: Any = None, timeout: float | None = None) -> Any:
         """Selective receive on the node's own mailbox (``Down`` messages, raw sends to the node)."""

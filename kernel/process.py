@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Coroutine
+from time import perf_counter
 from typing import Any
 
 from . import wire
@@ -22,6 +23,9 @@ from .terms import Crash, Reason
 __all__ = ["NodeContext", "Process", "receive"]
 
 _INFO = (wire.SEND, wire.CAST)
+#: As ``actor.SLICE``: a receive that finds its message waiting yields once to the loop when this much
+#: time has passed since the last yield, so a process that keeps sending itself cannot starve its worker.
+_SLICE = 0.001
 
 
 async def receive(proc: Proc, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
@@ -43,6 +47,10 @@ async def receive(proc: Proc, match: Callable[[Any], bool] | None, timeout: floa
                 item = mbox[index]
                 if item[0] in _INFO and (match is None or match(item[1])):
                     del mbox[index]
+                    rt = proc._rt
+                    if perf_counter() > rt.slice_end:
+                        await asyncio.sleep(0)
+                        rt.slice_end = perf_counter() + _SLICE
                     return item[1]
             scanned = len(mbox)
         if deadline is not None and loop.time() >= deadline:

@@ -16,18 +16,22 @@ import heapq
 import inspect
 import logging
 import os
+import pickle
+import pickletools
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from . import wire
-from .actor import Actor
-from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable
+from .actor import SLICE, Actor
+from .context import _current
+from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable, Overloaded
 from .names import NameTable, check_name
 from .proc import Proc
 from .process import NodeContext, Process
 from .quarantine import Quarantine
-from .serialize import dumps, plain
+from .serialize import dumps, loads, plain
 from .terms import NODE, Crash, Pid, Ref
 from .transport import Listener, Peer
 
@@ -36,11 +40,13 @@ __all__ = ["Runtime", "socket_path"]
 log = logging.getLogger("kernel")
 
 _CALL = wire.CALL
-#: Queued actors run per loop iteration before others get their turn.
+#: Queued actors run per loop iteration (and at most ``actor.SLICE`` of time) before others get their turn.
 _RUNQ_BUDGET = 1000
 
+_PACKED = wire.PACKED
 _SIGNALS = frozenset({wire.LINK, wire.UNLINK, wire.EXIT, wire.MONITOR, wire.DEMONITOR, wire.DOWN})
 _DEFERRED = frozenset({wire.EXIT, wire.DOWN})
+_SET_UP = frozenset({wire.LINK, wire.MONITOR})
 
 
 def socket_path(sockdir: str, index: int) -> str:
@@ -59,6 +65,8 @@ class Runtime:
         self.procs: dict[int, Proc] = {}
         self.names = NameTable()
         self.peers: dict[int, Peer] = {}
+        #: Bytes buffered towards one peer before its senders are paused (``Node(send_buffer=...)``).
+        self.send_buffer = wire.SEND_BUFFER
         self.calls: dict[int, tuple[asyncio.Future[Any], int, int, Callable[[Any], None] | None]] = {}
         #: worker index -> incarnation currently expected there (advanced as soon as one dies)
         self.incarnations: dict[int, int] = dict.fromkeys(range(workers), 0)
@@ -97,10 +105,15 @@ class Runtime:
         #: Whether the delivery being dispatched arrived alone in its read (set by the transport).
         self.solo = False
         self._deferred: deque[tuple[Proc, int, tuple[Any, ...]]] = deque()
+        #: When a raw process's ``receive`` that finds its message waiting should next yield.
+        self.slice_end = 0.0
         self._serial = 0
         self._ref = 0
         self._rr = 0
         self.msgs_in = 0
+        #: Messages dropped because this process could not unpickle them (a cast or send; a call is
+        #: answered ``NotSerializable``).
+        self.undecodable = 0
         self.listener = Listener(socket_path(sockdir, index), secret, self.dispatch, self._inbound_lost,
                                  self._set_solo)
         self.on_peer_lost: Callable[[int, int], None] | None = None
@@ -133,7 +146,8 @@ class Runtime:
     def peer(self, index: int) -> Peer:
         peer = self.peers.get(index)
         if peer is None:
-            peer = Peer(socket_path(self.sockdir, index), self.secret, (self.index, self.inc))
+            peer = Peer(socket_path(self.sockdir, index), self.secret, (self.index, self.inc),
+                        self.send_buffer)
             peer.max_message = self.listener.max_message
             if index in self.down:
                 peer.up = False
@@ -196,10 +210,32 @@ class Runtime:
         peer = self.peers.get(index)
         if peer is None:
             peer = self.peer(index)
+        if peer.busy:
+            self._congested(index, peer, envelope[0])
         if plain(payload):
             peer.post(envelope)
+        elif (kind := envelope[0]) <= _CALL:
+            # The message's own pickle beside a plain header (see wire): the receiver can answer even
+            # when it cannot decode the message.
+            peer.send(pickle.dumps((kind + _PACKED, envelope[1], envelope[2], dumps(payload, what),
+                                    *envelope[4:]), 5))
         else:
             peer.send(dumps(envelope, what))
+
+    def _congested(self, index: int, peer: Peer, kind: int) -> None:
+        """A send towards a peer past ``send_buffer``: the sending actor is paused before its next
+        message until the peer drains (Erlang's busy distribution port); past 4x a send, cast or call
+        is refused. Replies and signals are never refused."""
+        if peer.over and kind <= _CALL:
+            raise Overloaded(index, peer.buffered, 4 * peer.limit)
+        proc = _current.get()
+        if isinstance(proc, Actor):
+            proc._stall = peer
+
+    async def drain(self) -> None:
+        """Return once every peer's buffer is back under ``send_buffer`` (node code's backpressure)."""
+        for peer in list(self.peers.values()):
+            await peer.drained()
 
     def signal(self, pid: Pid, kind: int, *fields: Any) -> None:
         """Route a link/monitor/exit signal; a dead target answers as OTP says (noproc)."""
@@ -219,7 +255,11 @@ class Runtime:
         if not self.pid_is_current(pid) and pid.worker not in self.down:
             self._dead_target(pid, kind, fields)
             return
-        self.peer(pid.worker).send(dumps((kind, pid.serial, pid.incarnation, *fields), "signal"))
+        data = dumps((kind, pid.serial, pid.incarnation, *fields), "signal")
+        if kind in _SET_UP:
+            self.peer(pid.worker).send_now(data)  # causal set-up: see Peer.send_now
+        else:
+            self.peer(pid.worker).send(data)
 
     def _run_deferred(self) -> None:
         deferred = self._deferred
@@ -259,13 +299,14 @@ class Runtime:
             self.loop.call_soon(self._run_queue)
 
     def _run_queue(self) -> None:
-        """Run queued actors, and those they wake, up to a budget; then yield to the loop.
+        """Run queued actors, and those they wake, up to a budget of actors and of time; then yield.
 
         Handlers here cannot suspend, so each runs to completion; the budget bounds how long other
-        tasks and I/O wait, as a task draining its mailbox would.
+        tasks and I/O wait, as a task draining its mailbox does (``Actor._drain``).
         """
         runq = self._runq
-        for _ in range(_RUNQ_BUDGET):
+        end = time.perf_counter() + SLICE
+        for n in range(_RUNQ_BUDGET):
             if not runq:
                 return
             actor = runq[0]  # stays queued while it runs, so what it wakes needs no second call_soon
@@ -275,6 +316,8 @@ class Runtime:
                 log.exception("%r failed outside its handler", actor.pid)
             finally:
                 runq.popleft()
+            if n & 3 == 3 and time.perf_counter() > end:
+                break
         if runq:
             self.loop.call_soon(self._run_queue)
 
@@ -459,7 +502,7 @@ class Runtime:
         ref = self._next_call_ref()
         fut: asyncio.Future[Any] = self.loop.create_future()
         what = "spawn arguments" if op == "spawn" else op
-        data = dumps((wire.RPC, self.index, self.inc, ref, op, args), what)
+        data = pickle.dumps((wire.RPC, self.index, self.inc, ref, op, dumps(args, what)), 5)
         self.calls[ref] = (fut, index, self.incarnations.get(index, 0), hook)
         self.peer(index).send(data)
         if timeout is not None:
@@ -494,6 +537,8 @@ class Runtime:
                     proc._deliver((wire.CALL, env[3], caller))
             elif proc is not None and not proc._exiting:
                 proc._deliver((kind, env[3]))
+        elif kind >= _PACKED:
+            self._unpack(env)
         elif kind == wire.REPLY:
             if env[1] == self.inc:
                 self._resolve(env[2], env[3], env[4])
@@ -520,10 +565,38 @@ class Runtime:
             else:
                 handler(*env[2])
 
-    def _serve_rpc(self, index: int, inc: int, ref: int, op: str, args: tuple[Any, ...]) -> None:
+    def _unpack(self, env: tuple[Any, ...]) -> None:
+        """A SEND, CAST or CALL whose message was pickled on its own: decode it, or tell why not."""
+        kind = env[0] - _PACKED
+        try:
+            message = loads(env[3])
+        except Exception as exc:
+            target = Pid(self.index, env[1], env[2])
+            cause = self._undecodable(env[3], exc)
+            if kind == _CALL:
+                self.fail_caller_with((Pid(env[4], env[5], env[6]), env[7]),
+                                      NotSerializable(f"request to {target!r}", cause))
+            else:
+                self.undecodable += 1
+                log.error("%s to %r dropped (counted as dead): %s", "cast" if kind == wire.CAST else "send",
+                          target, cause)
+            return
+        self.dispatch((kind, env[1], env[2], message, *env[4:]))
+
+    def _undecodable(self, data: bytes, exc: Exception) -> str:
+        who = "the node process" if self.index == NODE else f"worker {self.index}"
+        return f"{who} cannot unpickle {_pickled_types(data)}: {type(exc).__name__}: {exc}"
+
+    def _serve_rpc(self, index: int, inc: int, ref: int, op: str, packed: bytes) -> None:
         handler = self.rpc_ops.get(op)
         if handler is None:
             self._reply_to(index, inc, ref, False, KernelError(f"unknown operation {op!r}"))
+            return
+        try:
+            args = loads(packed)
+        except Exception as exc:
+            what = "spawn arguments" if op == "spawn" else f"{op} arguments"
+            self._reply_to(index, inc, ref, False, NotSerializable(what, self._undecodable(packed, exc)))
             return
         try:
             result = handler(*args)
@@ -728,9 +801,32 @@ class Runtime:
     def worker_up(self, index: int, inc: int) -> None:
         self.incarnations[index] = inc
         self.down.discard(index)
-        peer = self.peers.get(index)
-        if peer is not None:
-            peer.mark_up()
+        self.peer(index).mark_up()  # connect now, not at the first message
+
+    async def connect_peers(self, budget: float = 3.0) -> None:
+        """Connect to every other worker (retrying those not listening yet), within ``budget`` seconds.
+
+        A worker does this before it reports ready, so the links and monitors its actors set up never
+        wait behind a handshake while a third process's message to the target does not (API.md
+        section 12, causal set-up). A peer still missing after the budget is connected on first use.
+        """
+        deadline = self.loop.time() + budget
+        pending = [i for i in range(self.workers) if i != self.index]
+        delay = 0.005
+        while pending:
+            left = deadline - self.loop.time()
+            if left <= 0:
+                log.warning("workers %s not reachable within %.0fs; connecting on first use", pending, budget)
+                return
+            try:
+                async with asyncio.timeout(left):
+                    ok = await asyncio.gather(*(self.peer(i).connected() for i in pending))
+            except TimeoutError:
+                continue
+            pending = [i for i, up in zip(pending, ok, strict=True) if not up]
+            if pending:
+                await asyncio.sleep(min(delay, max(0.0, deadline - self.loop.time())))
+                delay = min(delay * 2, 0.1)
 
     # -- persistence hooks (the checkpoint service plugs in here) -------------------------------
 
@@ -745,6 +841,27 @@ class Runtime:
                 "and give it a name or start it under a supervisor"
             )
         await self.store.persist(actor)
+
+
+_ALWAYS_THERE = ("builtins.", "copyreg.", "cloudpickle.", "kernel.")
+
+
+def _pickled_types(data: bytes) -> str:
+    """The classes and functions a pickle refers to, for an error message (not a fast path)."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                strings.append(str(arg))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+    except Exception:
+        pass
+    found = [n for n in dict.fromkeys(names) if not n.startswith(_ALWAYS_THERE)]
+    return "a message referring to " + ", ".join(found[:4]) if found else "a message"
 
 
 def _check_timeout(timeout: Any) -> None:

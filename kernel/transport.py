@@ -8,8 +8,9 @@ nothing is left behind when a process is SIGKILLed, and no file permission to ge
 as a file path instead lives in a private 0700 directory and is itself 0600.
 
 Throughput: a connection is one-way. Each process keeps one outbound :class:`Peer` per destination
-process and writes everything for it into one buffer that is flushed once per event-loop tick, so
-many messages share one ``write``. Plain envelopes (``serialize.plain``) of one tick are pickled
+process and writes everything for it into one buffer that is flushed once per event-loop tick (or
+as soon as the tick has batched ~64 KB for it, so a sender that never yields still keeps the receiver
+busy), so many messages share one ``write``. Plain envelopes (``serialize.plain``) of one tick are pickled
 together as one list, a fifth of the cost of pickling them one by one, on both ends. One connection
 per (sender process, receiver process) pair, fed in send order, gives FIFO per sender-receiver pair.
 
@@ -33,7 +34,7 @@ from typing import Any, cast
 
 from .errors import MessageTooLarge
 from .serialize import loads
-from .wire import HEADER, MAX_MESSAGE
+from .wire import HEADER, MAX_MESSAGE, SEND_BUFFER
 
 __all__ = ["Listener", "Peer", "check_private_dir"]
 
@@ -46,6 +47,10 @@ _IDENT = struct.Struct("!ii")
 _PEERCRED = struct.Struct("3i")
 _pack = HEADER.pack
 _dumps = pickle.dumps
+#: A tick's buffer for one peer is written out at once past this many bytes, or plain envelopes (each
+#: under 9 KB, typically ~40 B pickled in a batch), instead of at the end of the tick.
+_EAGER = 64 * 1024
+_EAGER_BATCH = 1024
 
 
 def _answer(secret: bytes, side: bytes, nonce: bytes) -> bytes:
@@ -258,11 +263,12 @@ class _Outbound(asyncio.Protocol):
     """The connecting end: answers the challenge, checks the server's answer, then only writes."""
 
     def __init__(self, secret: bytes, ident: tuple[int, int], done: asyncio.Future[None],
-                 on_lost: Callable[[], None]) -> None:
+                 on_lost: Callable[[], None], on_pause: Callable[[bool], None]) -> None:
         self._secret = secret
         self._ident = ident
         self._done = done
         self._on_lost = on_lost
+        self._on_pause = on_pause
         self._buf = bytearray()
         self._nonce = os.urandom(_NONCE)
         self._answered = False
@@ -300,6 +306,12 @@ class _Outbound(asyncio.Protocol):
             self._done.set_exception(ConnectionError(f"connection lost during handshake: {exc}"))
         self._on_lost()
 
+    def pause_writing(self) -> None:
+        self._on_pause(True)  # the transport's buffer is past its high-water mark (the peer's limit)
+
+    def resume_writing(self) -> None:
+        self._on_pause(False)
+
 
 class Peer:
     """The outbound side towards one other process of the node.
@@ -310,9 +322,15 @@ class Peer:
 
     Invariant: ``_batch`` holds plain envelopes posted after everything in ``_buf``; it is sealed
     (pickled into ``_buf``) before any other bytes go in, so the stream keeps send order.
+
+    Backpressure (asyncio's flow control plus Erlang's busy limit): ``busy`` is set once more than
+    ``limit`` bytes wait for the peer (our buffer while it is unconnected, or the transport's, which
+    pauses us past ``limit``); ``over`` past 4x. They are recounted when the transport pauses or
+    resumes, at each ~64 KB written out, and at every write while busy, so the fast path pays one flag
+    test. The runtime pauses senders while busy and refuses messages while over.
     """
 
-    def __init__(self, path: str, secret: bytes, ident: tuple[int, int]) -> None:
+    def __init__(self, path: str, secret: bytes, ident: tuple[int, int], limit: int = SEND_BUFFER) -> None:
         self.path = path
         self._secret = secret
         self._ident = ident
@@ -324,6 +342,14 @@ class Peer:
         self.up = True  # False while the process behind it is known dead
         self.written = 0
         self.max_message = MAX_MESSAGE
+        self.limit = limit
+        self.busy = False
+        self.over = False
+        #: Bytes waiting for the peer, as of the last recount.
+        self.buffered = 0
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._dialing: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
 
     def send(self, data: bytes) -> None:
@@ -342,6 +368,8 @@ class Peer:
             buf = self._buf
             buf += _pack(size)
             buf += data
+            if len(buf) > _EAGER:
+                self._spill()
             return
         transport = self._transport
         if transport is not None:
@@ -349,12 +377,39 @@ class Peer:
             self._loop.call_soon(self._flush)
             if not self._buf:
                 transport.write(HEADER.pack(len(data)) + data)
+                if self.busy:
+                    self._account()
                 return
         buf = self._buf
         buf += HEADER.pack(len(data))
         buf += data
-        if transport is None and not self._connecting and self.up:
+        if transport is None:
+            if not self._connecting and self.up:
+                self._connect()
+            if len(buf) > _EAGER:
+                self._account()
+
+    def send_now(self, data: bytes) -> None:
+        """Queue one encoded message and write it, with everything queued before it, at once.
+
+        For links and monitors: once ``monitor()`` returns, the signal is in the socket, ahead of
+        anything the caller does next (a reply to a third process that then acts on the target).
+        """
+        self.send(data)
+        transport = self._transport
+        if transport is not None and self._buf:
+            transport.write(self._buf)
+            self._buf = bytearray()
+            if self.busy:
+                self._account()
+
+    async def connected(self) -> bool:
+        """Connect now if not yet, and wait for the handshake; False if the peer is not listening."""
+        if self._transport is None and not self._connecting and self.up:
             self._connect()
+        if self._dialing is not None:
+            await asyncio.shield(self._dialing)
+        return self._transport is not None
 
     def post(self, envelope: tuple[Any, ...]) -> None:
         """Queue one envelope of plain values (``serialize.plain``): pickled with its tick's batch.
@@ -362,9 +417,15 @@ class Peer:
         The first of a tick is still written at once, alone, as ``send`` does.
         """
         if self._scheduled:
-            self._batch.append(envelope)
+            batch = self._batch
+            batch.append(envelope)
+            if len(batch) >= _EAGER_BATCH:
+                self._spill()
         elif self._transport is None:
-            self._batch.append(envelope)
+            batch = self._batch
+            batch.append(envelope)
+            if len(batch) >= _EAGER_BATCH:
+                self._spill()
             if not self._connecting and self.up:
                 self._connect()
         else:
@@ -397,23 +458,66 @@ class Peer:
         if self._transport is not None and self._buf:
             self._transport.write(self._buf)
             self._buf = bytearray()
+            if self.busy:
+                self._account()
+
+    def _spill(self) -> None:
+        """This tick has batched ~64 KB for the peer: write it now (the receiver works meanwhile), or,
+        while unconnected, recount what waits."""
+        if self._batch:
+            self._seal()
+        transport = self._transport
+        if transport is not None:
+            transport.write(self._buf)
+            self._buf = bytearray()
+        self._account()
+
+    def _account(self) -> None:
+        """Recount the bytes waiting for the peer (ours and the transport's); set ``busy``/``over``."""
+        transport = self._transport
+        size = len(self._buf) + (transport.get_write_buffer_size() if transport is not None else 0)
+        self.buffered = size
+        self.over = size > 4 * self.limit
+        busy = self._paused or size > self.limit
+        if busy != self.busy:
+            self.busy = busy
+            if not busy:
+                self._wake()
+
+    def _pause(self, paused: bool) -> None:
+        self._paused = paused
+        self._account()
+
+    def _wake(self) -> None:
+        fut, self._drained = self._drained, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def drained(self) -> None:
+        """Return once the bytes waiting for the peer are back under ``limit`` (or the peer died)."""
+        while self.busy and self.up:
+            fut = self._drained
+            if fut is None:
+                fut = self._drained = self._loop.create_future()
+            await fut
 
     def _connect(self) -> None:
         self._connecting = True
-        self._loop.create_task(self._connect_task())
+        self._dialing = self._loop.create_task(self._connect_task())
 
     async def _connect_task(self) -> None:
         try:
             done: asyncio.Future[None] = self._loop.create_future()
 
             def factory() -> _Outbound:
-                return _Outbound(self._secret, self._ident, done, self._lost)
+                return _Outbound(self._secret, self._ident, done, self._lost, self._pause)
 
             if _abstract(self.path):
                 transport = await _connect_abstract(self._loop, factory, self.path)
             else:
                 transport, _ = await self._loop.create_unix_connection(factory, self.path)
             await done
+            transport.set_write_buffer_limits(high=self.limit)
         except (OSError, ConnectionError) as exc:
             log.debug("connect to %s failed: %s", self.path, exc)
             self._connecting = False
@@ -426,6 +530,8 @@ class Peer:
 
     def _lost(self) -> None:
         self._transport = None
+        self._paused = False
+        self._account()
 
     def mark_down(self) -> None:
         """The process behind this peer died: stop writing, keep buffering."""
@@ -433,6 +539,9 @@ class Peer:
         if self._transport is not None:
             self._transport.abort()
             self._transport = None
+        self._paused = False
+        self._account()
+        self._wake()  # a sender waiting for it to drain goes on: what it sent is lost with the peer
 
     def mark_up(self) -> None:
         """A (new) process listens again: connect and deliver what was buffered."""
@@ -446,3 +555,4 @@ class Peer:
             self._transport.close()
             self._transport = None
         self.up = False
+        self._wake()

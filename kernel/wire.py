@@ -17,8 +17,13 @@ worker index is implied by the connection they are written to.
 | DEMONITOR | serial, inc, ref                                                |
 | DOWN      | serial, inc, ref, pid, reason                                   |
 | STOP      | serial, inc, reason, caller pid, ref   (orderly stop, replied)  |
-| RPC       | caller pid, ref, op, args     (to a runtime, replied)           |
+| RPC       | caller pid, ref, op, pickled args  (to a runtime, replied)      |
 | NOTE      | op, args                      (one-way, to a runtime)           |
+
+A SEND, CAST or CALL whose message is not plain (``serialize.plain``) travels as kind + ``PACKED``
+with the message pickled on its own, beside a plain header: a receiver that cannot unpickle it (a
+class it cannot import) still knows whom to answer ``NotSerializable``. RPC arguments always travel
+so, for the same reason (spawn arguments).
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ STOP = 10
 RPC = 11
 NOTE = 12
 
+#: Added to SEND, CAST or CALL: the message field holds the message's own pickle.
+PACKED = 16
+
 #: Mailbox-only kinds (never on the wire): an exit signal from the parent of a trapping actor.
 PARENT_EXIT = 20
 
@@ -48,6 +56,11 @@ HEADER = struct.Struct("!I")
 #: Default bound on one encoded message (``Node(max_message=...)`` changes it): the sender refuses a
 #: larger one with ``MessageTooLarge``; a peer announcing one is dropped before anything is allocated.
 MAX_MESSAGE = 64 * 1024 * 1024
+
+#: Default bound on the bytes buffered towards one peer process (``Node(send_buffer=...)``): past it a
+#: sending actor is paused between messages until the peer drains; past 4x sends are refused
+#: (``Overloaded``). Erlang's distribution buffer busy limit.
+SEND_BUFFER = 8 * 1024 * 1024
 
 #: The smallest bound a node accepts: a tick's batch of small messages can always be split to fit it.
 MIN_MESSAGE = 64 * 1024

@@ -101,6 +101,7 @@ async def _serve(config: dict[str, Any]) -> None:
     rt.incarnations = {int(k): v for k, v in config["incarnations"].items()}
     rt.store = CheckpointService(config["state"], config["synchronous"], config["lock_wait"])
     rt.listener.max_message = config["max_message"]
+    rt.send_buffer = config["send_buffer"]
     done: asyncio.Future[None] = loop.create_future()
     boot = os.times()
     started: dict[str, Any] = {"boot": time.monotonic(), "boot_cpu": boot.user + boot.system}
@@ -133,6 +134,7 @@ async def _serve(config: dict[str, Any]) -> None:
 
     loop.add_reader(0, on_stdin)
     await rt.start()
+    await rt.connect_peers()
     rt.note(NODE, "ready", rt.index, rt.inc, os.getpid())
     await done
     for peer in rt.peers.values():

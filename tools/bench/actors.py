@@ -38,6 +38,16 @@ class Echo(Actor):
         return request
 
 
+class Spinner(Actor):
+    """Does ~1 ms of CPU work per message and casts itself the next; its handler never awaits."""
+
+    async def handle_cast(self, message: Any) -> None:
+        end = time.perf_counter() + 0.001
+        while time.perf_counter() < end:
+            pass
+        self.cast(self.pid, message)
+
+
 class Sink(Actor):
     """Counts casts and tells ``notify`` once ``expected`` arrived."""
 
@@ -134,7 +144,10 @@ class Driver(Actor):
         if kind == "local_cast":
             return await self._cast(caller, n, worker=None, yield_every=0)
         if kind == "cross_cast":
-            return await self._cast(caller, n, worker=rest[0], yield_every=YIELD_EVERY)
+            return await self._cast(caller, n, worker=rest[0], yield_every=rest[1] if len(rest) > 1
+                                    else YIELD_EVERY)
+        if kind == "behind_spinner":
+            return await self._behind_spinner(n, spin=rest[0])
         if kind == "call":
             return await self._call(n, worker=rest[0])
         if kind == "call_many":
@@ -205,6 +218,22 @@ class Driver(Actor):
         seconds = time.perf_counter() - t0
         self._kill([echo])
         return {"seconds": seconds}
+
+    async def _behind_spinner(self, n: int, spin: bool) -> Any:
+        """n sequential calls to an actor on worker 1 beside (or without) a self-casting spinner."""
+        echo = await self.spawn(Echo, worker=1)
+        spinner = await self.spawn(Spinner, worker=1) if spin else None
+        if spinner is not None:
+            self.cast(spinner, "spin")
+        call = self.call
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await call(echo, i)
+            times.append(time.perf_counter() - t0)
+        self._kill([echo] if spinner is None else [echo, spinner])
+        times.sort()
+        return {"worst": times[-1], "median": times[len(times) // 2]}
 
     async def _call_many(self, caller: Any, n: int, worker: int, callers: int) -> Any:
         echo = await self.spawn(Echo, worker=worker)

@@ -113,6 +113,8 @@ ROWS: tuple[Row, ...] = (
     Row("local_call", "local call, same worker", 200_000, Base("floor", "ping_pong"), Target(0.5),
         extra_floors=("future_per_call",)),
     Row("cross_cast", "cast, worker 0 -> 1", 1_000_000, Base("floor", "socket_stream"), Target(0.5)),
+    Row("cross_cast_burst", "cast, worker 0 -> 1, sender never yields", 1_000_000,
+        Base("floor", "socket_stream"), Target(0.5)),
     Row("cross_call", "call, worker 0 -> 1, sequential", 30_000, Base("floor", "socket_roundtrip"),
         Target(0.5)),
     Row("cross_call_100", "call, 0 -> 1, 100 callers in flight", 100_000,
@@ -124,6 +126,8 @@ ROWS: tuple[Row, ...] = (
     Row("ring_2workers", "ring of 1000, 2 workers", 100_000,
         Base("floor", "socket_roundtrip", scale=2.0, label="one-way bound = 2x socket round trips/s"),
         Target(0.5)),
+    Row("call_behind_spinner", "worst call latency beside a self-casting actor", 2_000,
+        Base("ours", "call_no_spinner", label="ours, worst with the worker idle"), Target()),
     # issue 3: registry and supervisors
     Row("send_by_name", "cast by registered name, same worker", 1_000_000,
         Base("ours", "local_cast", label="ours, cast by pid"), Target(0.8)),
@@ -152,7 +156,7 @@ ROWS: tuple[Row, ...] = (
         extra_floors=("cpu_scaling_raw",)),
 )
 # Scenarios that are only ever the base of another row.
-HIDDEN_N: dict[str, int] = {"plain_counter": 100_000, "cpu_1worker": 400}
+HIDDEN_N: dict[str, int] = {"plain_counter": 100_000, "cpu_1worker": 400, "call_no_spinner": 2_000}
 ROW_BY_NAME = {row.name: row for row in ROWS}
 
 

@@ -56,6 +56,28 @@ async def cross_cast(node: Node, n: int) -> Figure:
     return Figure.rate(n, r["seconds"], "msg/s")
 
 
+async def cross_cast_burst(node: Node, n: int) -> Figure:
+    """As ``cross_cast`` but the sender never yields: all n casts in one handler (msgs/s)."""
+    r = await _drive(node, ("cross_cast", n, 1, 0))
+    return Figure.rate(n, r["seconds"], "msg/s")
+
+
+async def _spinner_calls(node: Node, n: int, spin: bool) -> Figure:
+    r = await _drive(node, ("behind_spinner", n, spin))
+    return Figure(r["worst"] * 1e3, "ms worst", {"median_ms": r["median"] * 1e3})
+
+
+async def call_behind_spinner(node: Node, n: int) -> Figure:
+    """Worst latency of n sequential calls from worker 0 to an actor on worker 1 while a self-casting
+    actor whose handler never awaits (1 ms of work per message) runs on worker 1 (ms)."""
+    return await _spinner_calls(node, n, True)
+
+
+async def call_no_spinner(node: Node, n: int) -> Figure:
+    """The same calls with worker 1 otherwise idle (ms)."""
+    return await _spinner_calls(node, n, False)
+
+
 async def cross_call(node: Node, n: int) -> Figure:
     """Sequential calls from worker 0 to an actor on worker 1 (calls/s; mean_us per round trip)."""
     r = await _drive(node, ("call", n, 1))
@@ -274,7 +296,10 @@ SCENARIOS: dict[str, Scenario] = {
     "local_cast": local_cast,
     "local_call": local_call,
     "cross_cast": cross_cast,
+    "cross_cast_burst": cross_cast_burst,
     "cross_call": cross_call,
+    "call_behind_spinner": call_behind_spinner,
+    "call_no_spinner": call_no_spinner,
     "cross_call_100": cross_call_100,
     "spawn": spawn,
     "idle_memory": idle_memory,
