@@ -15,14 +15,20 @@ from .api import (
     which_children,
 )
 from .dynamic import DynamicSupervisor
+from .entities import Entities, EntitiesSupervisor
 from .errors import SupervisorError
 from .intensity import RestartIntensity, add_restart
+from .placement import HashPlacement, Placement
 from .spec import ChildSpec
 from .supervisor import Supervisor
 
 __all__ = [
     "ChildSpec",
     "DynamicSupervisor",
+    "Entities",
+    "EntitiesSupervisor",
+    "HashPlacement",
+    "Placement",
     "RestartIntensity",
     "Supervisor",
     "SupervisorError",
