@@ -203,3 +203,25 @@ async def test_without_its_supervisor_a_family_says_what_to_do(node: Node) -> No
         await carts.call("k", "get")
     with pytest.raises(SupervisorError, match="child_spec"):
         carts.cast("k", "x")
+
+
+class Holder(Actor):
+    """Never answers: a call to it stays in flight until something else ends it."""
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        return NoReply
+
+
+@pytest.mark.node(workers=2)
+async def test_calls_failed_by_a_worker_death_name_the_destination_the_caller_used(node: Node) -> None:
+    pid = await node.spawn(Holder, name="holder", worker=1)
+    loop = asyncio.get_running_loop()
+    by_name = loop.create_task(node.call("holder", "x", timeout=30.0))
+    by_pid = loop.create_task(node.call(pid, "x", timeout=30.0))
+    await kill_worker(node, 1)
+    for task, dest in ((by_name, "holder"), (by_pid, pid)):
+        with pytest.raises(ActorExited) as info:
+            await task
+        assert info.value.reason == "worker_down"
+        assert info.value.dest == dest
+        assert repr(dest) in str(info.value) and "<1.0>" not in str(info.value)
