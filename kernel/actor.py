@@ -351,7 +351,7 @@ class Actor(Proc):
         self._deliver((wire.PARENT_EXIT, reason))
 
     def _passivate(self) -> None:
-        self._deliver((wire.PARENT_EXIT, "normal"))
+        self._deliver((wire.PARENT_EXIT, "normal", "idle"))
 
     async def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any], restored: Any) -> None:
         """Run ``init`` (or ``restore``) in the actor's own task; then drain what queued meanwhile.
@@ -444,6 +444,8 @@ class Actor(Proc):
                     self._add_stop_waiter(item[2])
                     self._stop_reason = ("set", item[1])
                 elif kind == wire.PARENT_EXIT:
+                    if len(item) > 2 and mbox:
+                        continue  # an idle passivation that messages overtook: they re-arm the timer
                     self._stop_reason = ("set", item[1])
             except asyncio.CancelledError:
                 return  # killed: _die has done the exit work

@@ -225,3 +225,24 @@ async def test_calls_failed_by_a_worker_death_name_the_destination_the_caller_us
         assert info.value.reason == "worker_down"
         assert info.value.dest == dest
         assert repr(dest) in str(info.value) and "<1.0>" not in str(info.value)
+
+
+class Racer(Actor):
+    """Reproduces, on the entity's own worker, a cast that arrives just after the idle timer fired."""
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        pid = request
+        entity = self._rt.local(pid)  # white-box: fire the idle passivation now, then cast at once
+        self._rt.store._passivate(entity)
+        self.cast(pid, ("add", "late"))
+        return await self.call(pid, "get")
+
+
+@pytest.mark.node(workers=2)
+async def test_a_message_that_overtakes_an_idle_passivation_is_handled_not_dropped(node: Node) -> None:
+    await _start(node, carts)  # no idle timer of its own: the racer fires the passivation
+    await carts.call("r", ("add", "early"))
+    pid = await carts.whereis("r")
+    assert pid is not None
+    racer = await node.spawn(Racer, worker=pid.worker)
+    assert await node.call(racer, pid) == ["early", "late"]
