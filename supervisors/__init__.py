@@ -14,6 +14,7 @@ from .api import (
     terminate_child,
     which_children,
 )
+from .asgi import AsgiFront, asgi_front
 from .dynamic import DynamicSupervisor
 from .entities import Entities, EntitiesSupervisor
 from .errors import SupervisorError
@@ -23,6 +24,7 @@ from .spec import ChildSpec
 from .supervisor import Supervisor
 
 __all__ = [
+    "AsgiFront",
     "ChildSpec",
     "DynamicSupervisor",
     "Entities",
@@ -33,6 +35,7 @@ __all__ = [
     "Supervisor",
     "SupervisorError",
     "add_restart",
+    "asgi_front",
     "count_children",
     "delete_child",
     "restart_child",
