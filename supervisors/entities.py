@@ -40,8 +40,8 @@ log = logging.getLogger("supervisors")
 #: Seconds an activation may take (the entity's ``init`` or ``restore`` included); bounded so a wedged
 #: supervisor shows as ``CallTimeout`` rather than a hang.
 ACTIVATE_TIMEOUT = 30.0
-#: How many times a call is re-routed when its entity passivated between the lookup and the delivery.
-_ROUTE_ATTEMPTS = 3
+#: How many times a call is routed when its entity passivated between the lookup and the delivery.
+_ROUTE_ATTEMPTS = 5
 #: Unclaimed exits kept (an entity that died before its start was recorded, or whose init failed).
 _EARLY_KEPT = 1024
 
@@ -136,8 +136,9 @@ class Entities:
             SupervisorError: no supervisor runs this family (``"not_running"``).
         """
         name = self.entity_name(key)
-        for _ in range(_ROUTE_ATTEMPTS):
-            pid = kernel.lookup(name)
+        for attempt in range(_ROUTE_ATTEMPTS):
+            # After a NoProc this replica may still hold the exited holder: the supervisor knows better.
+            pid = kernel.lookup(name) if attempt == 0 else None
             if pid is None:
                 pid = await self._activate(key)
             try:

@@ -246,3 +246,23 @@ async def test_a_message_that_overtakes_an_idle_passivation_is_handled_not_dropp
     assert pid is not None
     racer = await node.spawn(Racer, worker=pid.worker)
     assert await node.call(racer, pid) == ["early", "late"]
+
+
+class Room(Actor):
+    """An entity whose ``init`` calls another entity of its own family (its lobby)."""
+
+    async def init(self, key: str) -> None:
+        self.state = await rooms.call("lobby", "count") if key != "lobby" else 0
+
+    async def handle_call(self, request: Any, caller: Any) -> Any:
+        self.state += 1
+        return self.state
+
+
+rooms = Entities("rooms", Room)
+
+
+@pytest.mark.node(workers=2)
+async def test_an_entity_init_may_call_another_entity_of_its_family(node: Node) -> None:
+    await _start(node, rooms)
+    assert await rooms.call("kitchen", "count", timeout=10.0) == 2  # lobby answered 1 during init
