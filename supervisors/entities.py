@@ -226,6 +226,9 @@ def restarts_for(reason: Any) -> bool:
 class EntitiesSupervisor(Actor):
     """Starts, restarts and stops the entities of one ``Entities`` family (see the module docstring).
 
+    ``supervisors.which_children`` and ``count_children`` work on it (the running entities, by key);
+    children are added by messages, not by ``start_child``.
+
     Activations run in tasks of their own and report back through the mailbox, so the supervisor keeps
     answering while an entity's ``init`` runs (an ``init`` may message another entity of the family).
 
@@ -271,6 +274,11 @@ class EntitiesSupervisor(Actor):
                 return kernel.NoReply
             case ("active",):
                 return dict(self._ent_active)
+            case ("which_children",):
+                return [(key, pid, "worker") for key, pid in self._ent_active.items()]
+            case ("count_children",):
+                n = len(self._ent_active)
+                return {"specs": n, "active": n, "supervisors": 0, "workers": n}
         return SupervisorError("bad_request", None, request)
 
     async def handle_cast(self, message: Any) -> None:

@@ -14,7 +14,15 @@ import kernel
 from kernel import Actor, ActorExited, Checkpoint, Node, NoReply, Pid
 from kernel.testing import Facts, kill_worker, wait_down, wait_facts
 from kernel.testkit import run_node
-from supervisors import ChildSpec, Entities, HashPlacement, Supervisor, SupervisorError
+from supervisors import (
+    ChildSpec,
+    Entities,
+    HashPlacement,
+    Supervisor,
+    SupervisorError,
+    count_children,
+    which_children,
+)
 
 FACTS = "entities-test-facts"
 
@@ -141,6 +149,13 @@ async def test_a_crashed_entity_is_restarted_from_its_last_checkpoint(node: Node
     restored = await wait_facts(node, FACTS, 1, _kind("restore"))
     assert restored[0][1] == "c" and restored[0][2] != pid
     assert await carts.call("c", "get") == ["pen"]
+    node.exit(restored[0][2], "kill")  # a kill (the observer's) is restarted too
+    again = await wait_facts(node, FACTS, 2, _kind("restore"))
+    assert again[1][2] != restored[0][2]
+    assert await carts.call("c", "get") == ["pen"]  # once it answers, its supervisor has recorded it
+    [(key, running, kind)] = await which_children(carts.supervisor_name)
+    assert (key, kind) == ("c", "worker") and running == again[1][2]
+    assert (await count_children(carts.supervisor_name))["active"] == 1
 
 
 @pytest.mark.node(workers=2)
