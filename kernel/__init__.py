@@ -90,6 +90,7 @@ __all__ = [
     "current",
     "current_or_none",
     "link",
+    "lookup",
     "monitor",
     "register",
     "registered",
@@ -213,6 +214,20 @@ async def whereis(name: Any) -> Pid | None:
     if pid is None:
         return await rt.resolve_for_call(name)
     if pid.worker == rt.index and rt.local(pid) is None:
+        return None
+    return pid
+
+
+def lookup(name: Any) -> Pid | None:
+    """The holder of ``name`` in this process's replica of the name table: no round trip, never blocks.
+
+    None when this process has not heard of the name (a worker may learn of a fresh registration a
+    moment after the node does); ``whereis`` asks the authority in that case.
+    """
+    proc = current()
+    rt = proc._rt
+    pid = rt.resolve(name, "name")
+    if pid is not None and pid.worker == rt.index and rt.local(pid) is None:
         return None
     return pid
 

@@ -13,7 +13,7 @@ import inspect
 import logging
 from collections import deque
 from time import perf_counter
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from . import wire
 from .context import _current
@@ -31,6 +31,7 @@ _SEND, _CAST, _CALL = wire.SEND, wire.CAST, wire.CALL
 #: (checked every 4th message): an actor that keeps waking itself cannot keep its worker from its
 #: sockets, timers and other actors for more than a few ms.
 SLICE = 0.001
+_R = TypeVar("_R")
 
 
 class Checkpoint:
@@ -125,6 +126,8 @@ class Actor(Proc):
     quarantine_after: ClassVar[int | None] = 3
 
     state: Any
+    #: What ``own`` was handed, released at exit (in the instance's ``__dict__``: None until the first).
+    _owned: list[Any] | None = None
     _calling: Any
     _booting: bool
     _pending: set[Any] | None
@@ -203,7 +206,30 @@ class Actor(Proc):
         """
         return await receive(self, match, timeout)
 
+    def own(self, resource: _R) -> _R:
+        """Hand the kernel ``resource`` to release when this actor exits, whatever the reason, ``"kill"``
+        included (as Erlang closes a dead process's ports); returns ``resource``.
+
+        ``resource`` has a ``close()`` (a listening server, a socket, a file) or is a plain callable; an
+        awaitable it returns is awaited in the background. Resources are released last owned first,
+        after ``terminate`` when it runs and before the exit signals go out, so a supervisor restarting a
+        killed front can bind its port again. A release that raises is logged; the others still run.
+        """
+        if not callable(getattr(resource, "close", None)) and not callable(resource):
+            raise TypeError(f"resource must have a close() method or be callable, got {resource!r}")
+        if self._owned is None:
+            self._owned = []
+        self._owned.append(resource)
+        return resource
+
     # -- kernel side ----------------------------------------------------------------------------
+
+    def _finish(self, reason: Reason) -> None:
+        owned = self._owned
+        if owned is not None and not self._exiting:
+            self._owned = None
+            _release_owned(self, owned)
+        super()._finish(reason)
 
     def _bind(self, rt: Any, pid: Any, parent: Any, name: Any, key: Any) -> None:
         super()._bind(rt, pid, parent, name, key)
@@ -336,7 +362,7 @@ class Actor(Proc):
         self._deliver((wire.PARENT_EXIT, reason))
 
     def _passivate(self) -> None:
-        self._deliver((wire.PARENT_EXIT, "normal"))
+        self._deliver((wire.PARENT_EXIT, "normal", "idle"))
 
     async def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any], restored: Any) -> None:
         """Run ``init`` (or ``restore``) in the actor's own task; then drain what queued meanwhile.
@@ -446,6 +472,8 @@ class Actor(Proc):
                     self._add_stop_waiter(item[2])
                     self._stop_reason = ("set", item[1])
                 elif kind == wire.PARENT_EXIT:
+                    if len(item) > 2 and mbox:
+                        continue  # an idle passivation that messages overtook: they re-arm the timer
                     self._stop_reason = ("set", item[1])
             except asyncio.CancelledError:
                 return  # killed: _die has done the exit work
@@ -528,6 +556,30 @@ _KERNEL_PRIVATE = frozenset(
     name for klass in (Proc, Actor) for name in (*vars(klass), *getattr(klass, "__slots__", ()))
     if name.startswith("_") and not name.startswith("__")
 )
+
+
+#: Releases that returned an awaitable, kept referenced until they finish.
+_RELEASING: set[asyncio.Future[Any]] = set()
+
+
+def _release_owned(actor: Actor, owned: list[Any]) -> None:
+    """Release what ``actor`` owned, last first; runs in the actor's worker on every exit path."""
+    for resource in reversed(owned):
+        try:
+            close = getattr(resource, "close", None)
+            result = close() if callable(close) else resource()
+            if inspect.isawaitable(result):
+                fut = asyncio.ensure_future(result)
+                _RELEASING.add(fut)
+                fut.add_done_callback(_released)
+        except Exception:
+            log.exception("releasing %r owned by %r failed", resource, actor.pid)
+
+
+def _released(fut: asyncio.Future[Any]) -> None:
+    _RELEASING.discard(fut)
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("an owned resource's close failed: %r", fut.exception())
 
 
 _SUSPENDING = frozenset({"GET_AWAITABLE", "BEFORE_ASYNC_WITH", "GET_AITER", "GET_ANEXT", "YIELD_VALUE"})

@@ -386,6 +386,12 @@ class Runtime:
             self._arm_deadline(ref, dest, timeout)
         try:
             return await fut
+        except ActorExited as exc:
+            if type(exc.dest) is Pid and exc.dest.serial == 0:
+                # A worker's death fails its calls with a pseudo-pid for the whole worker (<1.0>); the
+                # caller is told about the destination it used instead: the name, or the pid.
+                raise ActorExited(exc.reason, dest) from None
+            raise
         finally:
             self.calls.pop(ref, None)
 

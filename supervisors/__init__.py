@@ -14,19 +14,28 @@ from .api import (
     terminate_child,
     which_children,
 )
+from .asgi import AsgiFront, asgi_front
 from .dynamic import DynamicSupervisor
+from .entities import Entities, EntitiesSupervisor
 from .errors import SupervisorError
 from .intensity import RestartIntensity, add_restart
+from .placement import HashPlacement, Placement
 from .spec import ChildSpec
 from .supervisor import Supervisor
 
 __all__ = [
+    "AsgiFront",
     "ChildSpec",
     "DynamicSupervisor",
+    "Entities",
+    "EntitiesSupervisor",
+    "HashPlacement",
+    "Placement",
     "RestartIntensity",
     "Supervisor",
     "SupervisorError",
     "add_restart",
+    "asgi_front",
     "count_children",
     "delete_child",
     "restart_child",

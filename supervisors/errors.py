@@ -27,6 +27,7 @@ _EXPLAIN: dict[str, str] = {
     "max_children": "the supervisor already runs max_children children",
     "not_supported": "this operation is not supported by a DynamicSupervisor",
     "bad_request": "not a supervisor request",
+    "not_running": "no supervisor runs these entities; add entities.child_spec() to a supervision tree",
 }
 
 
@@ -36,7 +37,8 @@ class SupervisorError(KernelError):
     Attributes:
         reason: a short tag: ``"not_found"``, ``"duplicate"``, ``"already_present"``,
             ``"already_started"``, ``"running"``, ``"restarting"``, ``"failed_to_start"``,
-            ``"max_children"``, ``"not_supported"`` or ``"bad_request"``.
+            ``"max_children"``, ``"not_supported"``, ``"bad_request"`` or ``"not_running"`` (an
+            ``Entities`` family whose supervisor is not running; ``child_id`` is the family's name).
         child_id: the child id the request named (always shown in the message).
         detail: extra data: the running pid for ``"already_started"``, the exit reason for
             ``"failed_to_start"``, the cap for ``"max_children"``.

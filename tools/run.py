@@ -1,7 +1,8 @@
 """Run an application: boot a node whose root supervisor starts ``MODULE:ATTR``, until SIGINT/SIGTERM.
 
 ``ATTR`` is a ``supervisors.ChildSpec`` or a list of them (or a zero-argument function returning
-either). The root is a ``one_for_one`` supervisor registered as ``"root"``; stopping shuts the tree
+either). ``--asgi MODULE:APP --port N`` adds an ASGI front in every worker as the root's last child.
+The root is a ``one_for_one`` supervisor registered as ``"root"``; stopping shuts the tree
 down in reverse start order and exits 0. A root that fails to start exits 2 with the error, not a
 traceback wall; a node that fails (a worker that cannot be replaced) exits 1 with one line naming why.
 """
@@ -23,7 +24,7 @@ from rich.markup import escape
 
 import kernel
 from kernel import ActorExited, Down, Node, WorkerStartFailed
-from supervisors import ChildSpec, Supervisor
+from supervisors import ChildSpec, Supervisor, asgi_front
 
 console = Console(stderr=True)
 
@@ -55,7 +56,23 @@ def _parser() -> argparse.ArgumentParser:
                      help="SQLite checkpoint file (default: a temporary file removed at exit)")
     run.add_argument("--name", default=None,
                      help="node name, used by `python -m tools.observer --node NAME`")
+    run.add_argument("--asgi", default=None, metavar="MODULE:APP",
+                     help="serve this ASGI application (FastAPI, Starlette...) from every worker")
+    run.add_argument("--port", type=_port, default=None, metavar="N", help="the ASGI front's TCP port")
+    run.add_argument("--host", default="127.0.0.1", metavar="H",
+                     help="the ASGI front's address (default 127.0.0.1)")
     return parser
+
+
+def _port(text: str) -> int:
+    """``--port``: a TCP port number, refused by argparse before a node boots."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number 1..65535, got {value}")
+    return value
 
 
 def load_children(target: str) -> list[ChildSpec]:
@@ -78,9 +95,14 @@ def load_children(target: str) -> list[ChildSpec]:
     return children
 
 
-async def serve(children: list[ChildSpec], workers: int | None, state: str | None, name: str | None) -> int:
+async def serve(children: list[ChildSpec], workers: int | None, state: str | None, name: str | None,
+                asgi: tuple[str, str, int] | None = None) -> int:
     log = logging.getLogger("kernel.run")
     async with Node(workers=workers, state=state, name=name) as node:
+        if asgi is not None:
+            # The front starts last, once what its handlers call is up, and stops first.
+            app, host, port = asgi
+            children = [*children, asgi_front(app, host=host, port=port, workers=len(node.workers))]
         try:
             root = await node.spawn(Supervisor, strategy="one_for_one", children=children, name="root")
         except ActorExited as exc:
@@ -88,6 +110,8 @@ async def serve(children: list[ChildSpec], workers: int | None, state: str | Non
             return 2
         log.info("node [bold]%s[/] up: %d workers %s, root supervisor %r", node.name, len(node.workers),
                  node.workers, root, extra={"markup": True})
+        if asgi is not None:
+            log.info("serving %s at http://%s:%d/ from every worker", asgi[0], asgi[1], asgi[2])
         console.print(f"watch it live: [bold]python -m tools.observer --node {node.name}[/]")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -110,7 +134,11 @@ async def serve(children: list[ChildSpec], workers: int | None, state: str | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.asgi is None) != (args.port is None):
+        parser.error("--asgi MODULE:APP and --port N go together")
+    asgi = (args.asgi, args.host, args.port) if args.asgi is not None else None
     logging.basicConfig(level=logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
     try:
@@ -119,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]cannot load {args.target}:[/] {exc}")
         return 2
     try:
-        return kernel.run(serve(children, args.workers, args.state, args.name))
+        return kernel.run(serve(children, args.workers, args.state, args.name, asgi))
     except (ValueError, TypeError) as exc:
         console.print(f"[bold red]bad option:[/] {exc}")
         return 2

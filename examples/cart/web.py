@@ -139,7 +139,8 @@ async def start_server(port: int = 0) -> tuple[web.AppRunner, str]:
 class HttpFront(Actor):
     """The API served from inside a worker: ``init`` starts an aiohttp server on ``host:port`` with
     ``SO_REUSEPORT`` on this worker's event loop, ``terminate`` closes it (open connections get
-    ``shutdown_timeout`` seconds to finish their request). ``port=0`` takes a free port: ask the first
+    ``shutdown_timeout`` seconds to finish their request), and the port it owns is freed on any exit,
+    a kill included. ``port=0`` takes a free port: ask the first
     front for it (call ``"port"``) and give it to the others.
 
     The request handlers run as tasks of this worker's loop, outside the actor's mailbox: many
@@ -151,6 +152,13 @@ class HttpFront(Actor):
 
     async def init(self, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 2.0) -> None:
         self.runner, self.port = await _listen(host, port, reuse_port=True, shutdown_timeout=shutdown_timeout)
+        self.own(self._close_listeners)  # a kill runs no terminate: the kernel still frees the port
+
+    def _close_listeners(self) -> None:
+        for site in self.runner.sites:
+            server = site._server  # the asyncio server; closing it frees the port at once
+            if server is not None:
+                server.close()
 
     async def handle_call(self, request: Any, caller: Any) -> Any:
         if request == "port":
