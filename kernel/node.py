@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 import re
 import reprlib
 import secrets
+import sqlite3
 import sys
 import time
 from typing import Any
@@ -532,11 +534,15 @@ class Node:
             actors.extend(part["actors"])
         actors.extend(describe_actors(rt))  # the supervisors the node process hosts
         restarts: dict[str, int] = {}
+        exits: dict[str, list[list[Any]]] = {}
         for actor in actors:
             restarts.update(actor.pop("child_restarts", None) or {})
+            exits.update(actor.pop("child_exits", None) or {})
         for actor in actors:
             if actor["key"] in restarts:
                 actor["restarts"] = restarts[actor["key"]]
+            if actor["key"] in exits:
+                actor["exits"] = exits[actor["key"]]  # [[time, reason repr], ...], oldest first
         for index in sorted(rt.down):
             out_workers.append({"index": index, "os_pid": self._os_pids[index], "alive": False,
                                 "responsive": False, "lag": None})
@@ -554,6 +560,8 @@ class Node:
             return await self.snapshot()
         if op in ("replay", "drop"):
             return await self._dead_letter(op, request["id"])
+        if op == "dead_letters":
+            return {"letters": await asyncio.to_thread(_list_dead_letters, self.state_path)}
         pid = _parse_pid(request.get("pid"))
         rt = self.context._rt
         if pid == self.context.pid or rt.down.__contains__(pid.worker) or not rt.pid_is_current(pid):
@@ -573,6 +581,12 @@ class Node:
             raise ControlError("noproc", f"no process {pid!r}")
         if op == "kill":
             self.context.exit(pid, "kill")
+            return {}
+        if op == "stop":  # orderly: terminate runs, the exit reason is "normal"
+            try:
+                await self.context._rt.stop(self.context, pid, "normal", _CONTROL_WAIT)
+            except KernelError as exc:
+                raise ControlError("stop_failed", f"stop {pid!r}: {exc}") from None
             return {}
         if op == "state":
             result: dict[str, Any] = info
@@ -610,6 +624,29 @@ class Node:
         return {"id": letter_id, "op": op} if op == "drop" else {"id": letter_id, "op": op, "answer": answer}
 
 
+def _list_dead_letters(path: str) -> list[dict[str, Any]]:
+    """The quarantined messages as JSON for the observer: id, key, error, count, created, message repr."""
+    from . import checkpoints
+    from .serialize import loads
+
+    try:
+        letters = checkpoints.dead_letters(path)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []  # nothing was ever quarantined: the table is made with the first letter
+        raise
+    out = []
+    for d in letters:
+        try:
+            kind, message = loads(d.message)
+            shown = f"{_KINDS.get(kind, kind)}: {_msg_repr.repr(message)}"
+        except Exception as exc:  # a class that no longer imports: say so, keep listing
+            shown = f"<cannot unpickle: {type(exc).__name__}: {exc}>"
+        out.append({"id": d.id, "key": _msg_repr.repr(d.key), "error": d.error[:400], "count": d.count,
+                    "created": d.created, "message": shown})
+    return out
+
+
 async def _find_by_key(node: Node, key: Any) -> Pid | None:
     rt = node.context._rt
     if type(key) is not Pid:
@@ -645,10 +682,24 @@ _repr.maxother = 400
 _repr.maxlist = _repr.maxdict = 20
 
 
+#: Queued messages ``state`` shows (the first ones, oldest first), each repr capped by ``_msg_repr``.
+QUEUE_SHOWN = 10
+_msg_repr = reprlib.Repr()
+_msg_repr.maxstring = _msg_repr.maxother = 160
+_msg_repr.maxlist = _msg_repr.maxdict = _msg_repr.maxtuple = 8
+_KINDS = {wire.SEND: "send", wire.CAST: "cast", wire.CALL: "call"}
+
+
 def state_info(proc: Any) -> dict[str, Any]:
-    """What the observer shows of one actor: its state (truncated repr), links and monitors."""
+    """What the observer shows of one actor: its state (truncated repr), links, monitors, and the first
+    :data:`QUEUE_SHOWN` queued messages (``"call: ('get', 3)"``) with the queue's length."""
+    mbox = proc._mbox or ()
+    queue = [f"{_KINDS.get(item[0], 'signal')}: {_msg_repr.repr(item[1])}"
+             for item in itertools.islice(mbox, QUEUE_SHOWN)]
     return {
         "repr": _repr.repr(getattr(proc, "state", None)),
+        "queued": len(mbox),
+        "queue": queue,
         "links": sorted(repr(p) for p in (proc._links or ())),
         "monitors": [repr(p) for p in (proc._monitors or {}).values()],
         "watching": [repr(p) for p in (proc._watching or {}).values()],
@@ -687,4 +738,7 @@ def describe_actors(rt: Runtime) -> list[dict[str, Any]]:
         counts = getattr(p, "child_restarts", None)
         if isinstance(counts, dict) and p.key is not None:
             actors[-1]["child_restarts"] = {f"{p.key}/{cid}": n for cid, n in counts.items()}
+        history = getattr(p, "child_exits", None)
+        if isinstance(history, dict) and p.key is not None:
+            actors[-1]["child_exits"] = {f"{p.key}/{cid}": [list(e) for e in h] for cid, h in history.items()}
     return actors
