@@ -23,10 +23,11 @@ import reprlib
 import secrets
 import sqlite3
 import sys
+import threading
 import time
 from typing import Any
 
-from . import statefile, wire
+from . import sampler, statefile, wire
 from .actor import Actor
 from .authority import Authority
 from .context import _current
@@ -527,8 +528,14 @@ class Node:
         for index, part in zip(live, workers, strict=True):
             lag = heartbeat.lag(index) if heartbeat is not None else None
             if isinstance(part, BaseException):
-                out_workers.append({"index": index, "os_pid": self._os_pids[index], "alive": True,
-                                    "responsive": False, "lag": lag, "error": str(part)})
+                entry = {"index": index, "os_pid": self._os_pids[index], "alive": True,
+                         "responsive": False, "lag": lag, "error": str(part)}
+                # What holds its loop, from its sampler thread (kernel.sampler): the observer shows it.
+                with contextlib.suppress(OSError, TimeoutError, ValueError):
+                    blocked = await sampler.ask(
+                        sampler.address(self._sockdir, index, rt.incarnations.get(index, 0)), None, 0.5)
+                    entry.update(running=blocked["running"], stack=blocked["stack"])
+                out_workers.append(entry)
                 continue
             out_workers.append({**part["worker"], "responsive": True, "lag": lag})
             actors.extend(part["actors"])
@@ -566,6 +573,8 @@ class Node:
         rt = self.context._rt
         if pid == self.context.pid or rt.down.__contains__(pid.worker) or not rt.pid_is_current(pid):
             raise ControlError("noproc", f"no process {pid!r}")
+        if op == "stack":
+            return await self._stack(pid)
         if pid.worker == NODE:
             proc = rt.local(pid)
             info = None if proc is None else state_info(proc)
@@ -592,6 +601,18 @@ class Node:
             result: dict[str, Any] = info
             return result
         raise ControlError("bad_request", f"unknown op {op!r}")
+
+    async def _stack(self, pid: Pid) -> dict[str, Any]:
+        """Where ``pid`` is now (kernel.sampler): answered by its worker's sampler thread, so it works
+        while that worker's loop is blocked."""
+        if pid.worker == NODE:
+            return sampler.sample(self.context._rt.procs, threading.main_thread().ident or 0, pid.serial)
+        try:
+            return await sampler.ask(sampler.address(self._sockdir, pid.worker, pid.incarnation), pid.serial,
+                                     _SNAPSHOT_WAIT)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ControlError("unresponsive", f"worker {pid.worker}'s stack sampler did not answer: "
+                               f"{type(exc).__name__}: {exc}") from None
 
     async def _dead_letter(self, op: str, letter_id: int) -> dict[str, Any]:
         """Replay a quarantined message to its actor (lifting the quarantine first), or drop it."""

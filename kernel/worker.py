@@ -19,6 +19,7 @@ from typing import Any
 
 import uvloop
 
+from . import sampler
 from .node import describe_actors, state_info
 from .persistence import CheckpointService
 from .runtime import Runtime
@@ -133,6 +134,8 @@ async def _serve(config: dict[str, Any]) -> None:
 
     loop.add_reader(0, on_stdin)
     await rt.start()
+    # Answers the node's `stack` questions from a thread, so they work while this loop is blocked.
+    sampler.serve(sampler.address(config["sockdir"], rt.index, rt.inc), rt.procs)
     rt.note(NODE, "ready", rt.index, rt.inc, os.getpid())
     await done
     for peer in rt.peers.values():

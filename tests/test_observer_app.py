@@ -66,6 +66,12 @@ class FakeNode:
         self.kill_seen.set()
         return {}
 
+    async def stack(self, pid: str) -> dict[str, Any]:
+        if pid == "<0.2>":
+            frames = ["vault.py:10 in handle_call: self.count()", "vault.py:20 in count: while True:"]
+            return {"running": pid, "where": "running", "stack": frames}
+        return {"running": None, "where": "idle", "stack": []}
+
     async def stop(self, pid: str) -> dict[str, Any]:
         self.stopped.append(pid)
         return {}
@@ -405,5 +411,24 @@ def test_unresponsive_worker_and_loop_lag_are_shown() -> None:
             assert "457 unresponsive" in workers and "3.2 s" in workers and "4 ms" in workers
             assert "worker 1 unresponsive" in shown(app, "#status")
             assert "worker 1 unresponsive" in str(app.query_one("#tree", Tree).root.label)
+
+    run(main())
+
+
+def test_details_show_the_sampled_stack_and_the_worker_that_is_held() -> None:
+    async def main() -> None:
+        fake = FakeNode()
+        fake.snap["workers"][1] = {"index": 1, "os_pid": 457, "alive": True, "responsive": False, "lag": 2.0,
+                                   "running": "<1.7>", "stack": ["hog.py:5 in handle_cast: spin()"]}
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 60)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            assert "its loop is held by <1.7> at hog.py:5 in handle_cast: spin()" in shown(app, "#workers")
+            app.query_one("#procs", DataTable).focus()
+            await pilot.press("home")  # <0.2>, busy
+            await settle(pilot, lambda: "stack (running)" in details(app))
+            assert "vault.py:20 in count: while True:" in details(app)
+            await pilot.press("down")  # <0.1>: idle
+            await settle(pilot, lambda: "no handler in progress" in details(app))
 
     run(main())

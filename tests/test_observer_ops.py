@@ -4,6 +4,8 @@ exit history, orderly stop, and the dead-letter list."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from typing import Any
 
 import pytest
@@ -105,3 +107,44 @@ def test_dead_letters_are_listed_as_json(tmp_path: Any) -> None:
         assert await ask(node, {"op": "dead_letters"}) == {"letters": []}
 
     run_node(body, state=tmp_path / "s.db")
+
+
+class Spinner(kernel.Actor):
+    """Blocks its worker's event loop (a synchronous wait) until a file appears."""
+
+    async def handle_cast(self, message: Any) -> None:
+        flag = message
+        while not os.path.exists(flag):
+            time.sleep(0.01)  # blocking on purpose: the loop is held, as by a CPU-bound handler
+
+
+def test_stack_of_an_actor_that_blocks_its_worker(tmp_path: Any) -> None:
+    async def body(node: Node) -> None:
+        gate = await node.spawn(Gate, worker=1)
+        node.cast(gate, "hold")
+        await node.call(await node.spawn(Polite, worker=1), "sync")
+        waiting = await ask(node, {"op": "stack", "pid": repr(gate)})
+        assert waiting["where"] == "awaiting" and any("handle_cast" in f for f in waiting["stack"]), waiting
+        idle = await ask(node, {"op": "stack", "pid": repr(await node.spawn(Polite, worker=1))})
+        assert idle["where"] == "idle" and idle["stack"] == []
+
+        spinner = await node.spawn(Spinner, worker=0)
+        flag = str(tmp_path / "release")
+        node.cast(spinner, flag)
+        try:
+            async with asyncio.timeout(20):
+                while True:  # until the sampler sees the handler on the loop's thread
+                    held = await ask(node, {"op": "stack", "pid": repr(spinner)})
+                    if held["where"] == "running":
+                        break
+            assert held["running"] == repr(spinner)
+            assert any("time.sleep(0.01)" in f and "handle_cast" in f for f in held["stack"])
+            snap = await node.snapshot()  # worker 0 cannot answer: it is listed with what holds it
+            [w0] = [w for w in snap["workers"] if w["index"] == 0]
+            assert w0["responsive"] is False and w0["running"] == repr(spinner)
+            assert any("handle_cast" in f for f in w0["stack"])
+        finally:
+            open(flag, "w").close()
+        await node.call(await node.spawn(Polite, worker=0), "sync")  # worker 0 is back
+
+    run_node(body)

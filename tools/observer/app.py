@@ -20,9 +20,11 @@ restarted child is found again by its supervisor path, a named actor by its name
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from typing import Any, ClassVar
 
+from rich.console import Group
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -356,6 +358,9 @@ class ObserverApp(App[None]):
             state = {"error": exc.message}
         except (OSError, TimeoutError) as exc:
             state = {"error": str(exc)}
+        # Where it is now, from its worker's sampler thread (which answers even if the loop is blocked).
+        with contextlib.suppress(ControlError, OSError, TimeoutError):
+            state["stack"] = await self.source.stack(pid)
         if pid == self.selected:
             self.selected_state = state
             self._draw_details()
@@ -410,7 +415,11 @@ class ObserverApp(App[None]):
         assert self.snapshot is not None
         self._follow_restart()
         history = {i: list(h) for i, h in self.history.items()}
-        self.query_one("#workers", Static).update(render.workers_table(self.snapshot, self.rates, history))
+        table = render.workers_table(self.snapshot, self.rates, history)
+        problems = render.worker_problems(self.snapshot)
+        self.query_one("#workers", Static).update(
+            Group(table, Text("\n".join(problems), style="bold red")) if problems else table
+        )
         self._draw_tree()
         self._draw_table()
         self._draw_details()

@@ -25,6 +25,8 @@ class Source(Protocol):
 
     async def stop(self, pid: str) -> dict[str, Any]: ...
 
+    async def stack(self, pid: str) -> dict[str, Any]: ...
+
     async def dead_letters(self) -> list[dict[str, Any]]: ...
 
     async def replay(self, letter_id: int) -> dict[str, Any]: ...
@@ -69,6 +71,9 @@ class NodeSource:
 
     async def stop(self, pid: str) -> dict[str, Any]:
         return await self._request({"op": "stop", "pid": pid})
+
+    async def stack(self, pid: str) -> dict[str, Any]:
+        return await self._request({"op": "stack", "pid": pid})
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         letters: list[dict[str, Any]] = (await self._request({"op": "dead_letters"}))["letters"]

@@ -43,6 +43,7 @@ __all__ = [
     "short_class",
     "sort_actors",
     "sparkline",
+    "stack_text",
     "supervision_tree",
     "tree_structure",
     "unresponsive_workers",
@@ -244,9 +245,12 @@ def worker_problems(snapshot: Snapshot) -> list[str]:
         behind = f", its loop is {lag:.1f} s behind" if isinstance(lag, int | float) else ""
         if not w.get("alive", True):
             lines.append(f"worker {w.get('index')} is down (being replaced); its actors are not listed")
-        else:
-            lines.append(f"worker {w.get('index')} (os pid {w.get('os_pid', '?')}) did not answer{behind}: "
-                         "its actors are not listed")
+            continue
+        lines.append(f"worker {w.get('index')} (os pid {w.get('os_pid', '?')}) did not answer{behind}: "
+                     "its actors are not listed")
+        if w.get("running"):
+            stack = list(w.get("stack") or ())
+            lines.append(f"  its loop is held by {w['running']}" + (f" at {stack[-1]}" if stack else ""))
     return lines
 
 
@@ -489,10 +493,25 @@ def actor_details(actor: Actor, state: Mapping[str, Any] | None = None, *, max_r
                 text.append(f"  {item}\n")
             if queued > len(queue):
                 text.append(f"  … {queued - len(queue)} more\n", style="dim")
-        stack = state.get("stack")
-        if stack:
-            text.append("\nstack (sampled)\n", style="bold")
-            text.append(str(stack))
+    text.append_text(stack_text((state or {}).get("stack")))
+    return text
+
+
+def stack_text(sample: Mapping[str, Any] | None, *, frames: int = 12) -> Text:
+    """A sampled stack (the ``stack`` op): where the actor is ("running" holds the loop) and its innermost
+    ``frames`` frames, innermost last."""
+    text = Text()
+    if not sample:
+        return text
+    where_ = str(sample.get("where", "?"))
+    lines = list(sample.get("stack") or ())
+    text.append(f"\n\nstack ({where_})\n", style="bold red" if where_ == "running" else "bold")
+    if not lines:
+        text.append("no handler in progress\n", style="dim")
+    if len(lines) > frames:
+        text.append(f"  … {len(lines) - frames} outer frames\n", style="dim")
+    for line in lines[-frames:]:
+        text.append(f"  {line}\n")
     return text
 
 
