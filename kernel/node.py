@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from . import sampler, statefile, wire
+from . import metrics, sampler, statefile, wire
 from .actor import Actor
 from .authority import Authority
 from .context import _current
@@ -90,7 +90,8 @@ class Node:
     def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,
                  name: str | None = None, max_message: int = MAX_MESSAGE,
                  synchronous: str = "NORMAL", worker_timeout: float | None = 30.0,
-                 start_timeout: float = 30.0) -> None:
+                 start_timeout: float = 30.0, metrics_port: int | None = None,
+                 metrics_host: str = "127.0.0.1") -> None:
         if workers is None:
             workers = os.cpu_count() or 1
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -116,6 +117,11 @@ class Node:
         self.worker_timeout = None if worker_timeout is None else float(worker_timeout)
         _check_seconds("start_timeout", start_timeout, "")
         self.start_timeout = float(start_timeout)
+        self.metrics_port = metrics.validate_port(metrics_port)
+        if not isinstance(metrics_host, str) or not metrics_host:
+            raise ValueError(f"metrics_host must be an address to listen on, got {metrics_host!r}")
+        self.metrics_host = metrics_host
+        self._metrics: metrics.MetricsServer | None = None
         self.name = name or f"node-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         self.size = workers
         self.state = os.fspath(state) if state is not None else None
@@ -184,6 +190,8 @@ class Node:
             await asyncio.gather(*(self._launch(i, 0) for i in range(self.size)))
             self._control = ControlServer(self.name, self._control_request)
             await self._control.start()
+            if self.metrics_port is not None:
+                self._metrics = metrics.serve(self._gather_metrics, self.metrics_host, self.metrics_port)
         except BaseException:
             await self.close()
             raise
@@ -378,6 +386,9 @@ class Node:
         rt = self._rt
         ctx = self._ctx
         deadline = rt.loop.time() + _CLOSE_BUDGET
+        if self._metrics is not None:
+            server, self._metrics = self._metrics, None
+            await asyncio.to_thread(server.close)  # a scrape in flight may be waiting on this loop
         if self._control is not None:
             await self._control.close()
             self._control = None
@@ -556,6 +567,28 @@ class Node:
         out_workers.sort(key=lambda w: w["index"])
         return {"node": self.name, "os_pid": os.getpid(), "started": self._started, "time": time.time(),
                 "workers": out_workers, "actors": actors}
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` where ``/metrics`` is served (the real port when 0 was asked), or None."""
+        return None if self._metrics is None else (self.metrics_host, self._metrics.port)
+
+    async def _gather_metrics(self) -> dict[str, dict[str, Any]]:
+        """Every process's counters for one scrape (kernel.metrics), keyed by the ``worker`` label."""
+        rt = self.context._rt
+        live = [i for i in range(self.size) if i not in rt.down]
+        answers = await asyncio.gather(
+            *(rt.rpc(i, "metrics", (), timeout=_SNAPSHOT_WAIT) for i in live), return_exceptions=True)
+        heartbeat = self._heartbeat
+        parts: dict[str, dict[str, Any]] = {"node": {**metrics.worker_metrics(rt), "up": 1, "lag": None}}
+        for index in range(self.size):
+            lag = heartbeat.lag(index) if heartbeat is not None else None
+            part = answers[live.index(index)] if index in live else None
+            if isinstance(part, dict):
+                parts[str(index)] = {**part, "up": 1, "lag": lag}
+            else:
+                parts[str(index)] = {"up": 0, "lag": lag}
+        return parts
 
     # -- the control socket (JSON only; see kernel.control) -------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import uvloop
 
-from . import sampler
+from . import metrics, sampler
 from .node import describe_actors, state_info
 from .persistence import CheckpointService
 from .runtime import Runtime
@@ -118,6 +118,7 @@ async def _serve(config: dict[str, Any]) -> None:
 
     rt.rpc_ops["shutdown"] = shutdown
     rt.rpc_ops["snapshot"] = lambda: _snapshot(rt, started)
+    rt.rpc_ops["metrics"] = lambda: metrics.worker_metrics(rt)
 
     def state(serial: int, inc: int) -> dict[str, Any] | None:
         proc = rt.local(Pid(rt.index, serial, inc))

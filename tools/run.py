@@ -55,7 +55,22 @@ def _parser() -> argparse.ArgumentParser:
                      help="SQLite checkpoint file (default: a temporary file removed at exit)")
     run.add_argument("--name", default=None,
                      help="node name, used by `python -m tools.observer --node NAME`")
+    run.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+                     help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)")
+    run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                     help="address /metrics listens on (default 127.0.0.1; 0.0.0.0 for a remote Prometheus)")
     return parser
+
+
+def _port(text: str) -> int:
+    """``--metrics-port``: a TCP port, refused by argparse (usage + exit 2) before a node boots."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number 0-65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number 0-65535, got {value}")
+    return value
 
 
 def load_children(target: str) -> list[ChildSpec]:
@@ -78,9 +93,11 @@ def load_children(target: str) -> list[ChildSpec]:
     return children
 
 
-async def serve(children: list[ChildSpec], workers: int | None, state: str | None, name: str | None) -> int:
+async def serve(children: list[ChildSpec], workers: int | None, state: str | None, name: str | None,
+                metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> int:
     log = logging.getLogger("kernel.run")
-    async with Node(workers=workers, state=state, name=name) as node:
+    async with Node(workers=workers, state=state, name=name, metrics_port=metrics_port,
+                    metrics_host=metrics_host) as node:
         try:
             root = await node.spawn(Supervisor, strategy="one_for_one", children=children, name="root")
         except ActorExited as exc:
@@ -89,6 +106,9 @@ async def serve(children: list[ChildSpec], workers: int | None, state: str | Non
         log.info("node [bold]%s[/] up: %d workers %s, root supervisor %r", node.name, len(node.workers),
                  node.workers, root, extra={"markup": True})
         console.print(f"watch it live: [bold]python -m tools.observer --node {node.name}[/]")
+        if node.metrics_address is not None:
+            host, port = node.metrics_address
+            console.print(f"metrics: [bold]http://{host}:{port}/metrics[/]")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -119,9 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]cannot load {args.target}:[/] {exc}")
         return 2
     try:
-        return kernel.run(serve(children, args.workers, args.state, args.name))
+        return kernel.run(serve(children, args.workers, args.state, args.name, args.metrics_port,
+                                args.metrics_host))
     except (ValueError, TypeError) as exc:
         console.print(f"[bold red]bad option:[/] {exc}")
+        return 2
+    except OSError as exc:
+        if "metrics_port" not in str(exc):
+            raise
+        console.print(f"[bold red]bad option:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     except WorkerStartFailed as exc:
         # One line naming the cause: a worker slot that could not be filled, so the node stopped.
