@@ -85,6 +85,9 @@ class Node:
     heartbeat for that long is declared hung, SIGKILLed and replaced; its actors exit "worker_down".
     ``start_timeout``: a (replacement) worker not ready within it is killed and started again, with
     backoff; when that keeps failing, the node fails loudly (``WorkerStartFailed`` out of ``async with``).
+
+    ``metrics_port`` (None: off): serve Prometheus metrics at ``http://metrics_host:PORT/metrics``, per
+    worker, gathered at scrape time (kernel.metrics, docs/api.md section 9); 0 picks a free port.
     """
 
     def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,

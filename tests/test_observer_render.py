@@ -235,7 +235,7 @@ def test_once_names_the_worker_that_did_not_answer() -> None:
     out = text(render.render_once(snap), width=160)
     assert out.startswith("worker 1 (os pid 457) did not answer, its loop is 4.5 s behind: its actors are "
                           "not listed\n")
-    assert "457 unresponsive" in out and "worker 1 unresponsive" in out
+    assert "457 unresponsive" in out
     assert render.worker_problems(sample_snapshot()) == []
 
 

@@ -92,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ControlError, OSError) as exc:
             err.print(f"cannot read node {name!r}: {type(exc).__name__}: {exc}")
             return 1
-        for line in render.worker_problems(snapshot):
-            err.print(line)  # also at the top of the output: a bug report shows it
+        if not sys.stdout.isatty():  # into a file: say it on the terminal too (it is also at the top)
+            for line in render.worker_problems(snapshot):
+                err.print(line, soft_wrap=True)
         if args.json:
             print(json.dumps(snapshot, indent=2))
         else:

@@ -118,8 +118,7 @@ class ConfirmStop(Confirm):
         super().__init__(
             "Stop",
             description,
-            "Orderly: terminate() runs, exit reason 'normal' (a permanent child is restarted, a transient "
-            "or temporary one is not).",
+            "terminate() runs; reason 'normal' (a permanent child returns).",
         )
         self.pid = pid
 
@@ -274,12 +273,12 @@ class ObserverApp(App[None]):
         Binding("p", "sort('pid')", "by pid"),
     ]
     DEFAULT_CSS = """
-    #top { height: 1fr; }
+    #top { height: 3fr; }
     #tree { width: 1fr; border: round $primary; }
-    #side { width: 1fr; min-width: 62; }
+    #side { width: 1fr; min-width: 86; }
     #workers { height: auto; border: round $primary; }
     #details { height: 1fr; border: round $primary; overflow-y: auto; }
-    #procs { height: 1fr; border: round $primary; }
+    #procs { height: 2fr; border: round $primary; }
     #status { height: 1; background: $boost; }
     #filter { height: 3; border: round $accent; display: none; }
     """
@@ -344,8 +343,8 @@ class ObserverApp(App[None]):
                 self.history.setdefault(index, deque(maxlen=HISTORY)).append(rate)
             self._draw()
             self._set_status("")
-            if self.selected is not None:
-                await self._load_state(self.selected)
+            if self._actor(self.selected) is not None:  # gone, or on a worker that did not answer: skip
+                await self._load_state(self.selected or "")
         except (ControlError, OSError, TimeoutError) as exc:
             self._set_status(f"node unreachable: {exc}")
         finally:
@@ -414,7 +413,7 @@ class ObserverApp(App[None]):
     def _draw(self) -> None:
         assert self.snapshot is not None
         self._follow_restart()
-        history = {i: list(h) for i, h in self.history.items()}
+        history = {i: list(h)[-14:] for i, h in self.history.items()}  # as wide as its header
         table = render.workers_table(self.snapshot, self.rates, history)
         problems = render.worker_problems(self.snapshot)
         self.query_one("#workers", Static).update(
@@ -630,6 +629,13 @@ class ObserverApp(App[None]):
             return
         self.filter = pattern
         if self.snapshot is not None:
+            selected = self._actor(self.selected)
+            if selected is None or not render.matches(selected, pattern):
+                # What the keys act on must be in view: the first match, not an actor filtered away.
+                shown = [a for a in self.snapshot.get("actors", ()) if render.matches(a, pattern)]
+                first = render.sort_actors(shown, self.sort_key, self.rates)[:1]
+                if first:
+                    self._select(first[0]["pid"])
             self._draw_tree()
             self._draw_table()
         self._set_status("")

@@ -306,9 +306,6 @@ def node_label(snapshot: Snapshot) -> Text:
     if isinstance(started, int | float) and isinstance(now, int | float):
         text.append(f" up {_duration(now - started)}")
     text.append(f", {len(snapshot.get('workers', ()))} workers, {len(snapshot.get('actors', ()))} actors")
-    silent = [str(w.get("index")) for w in unresponsive_workers(snapshot)]
-    if silent:
-        text.append(f"  worker {', '.join(silent)} unresponsive", style="bold red")
     return text
 
 
@@ -473,8 +470,19 @@ def actor_details(actor: Actor, state: Mapping[str, Any] | None = None, *, max_r
     if exits:
         when, reason = exits[-1]
         text.append(f"\nlast exit {reason}  ({_clock(when)})", style="red")
-        text.append("\nrestarts  ", style="bold")
+        text.append("\nhistory   ", style="bold")
         text.append("  ".join(f"{_clock(t)} {r}" for t, r in exits[-5:]))
+    # Short, live things first (where it is, what waits), the state last: it can be long.
+    if state is not None and "error" not in state:
+        text.append_text(stack_text(state.get("stack")))
+        queue = state.get("queue")
+        if queue is not None:
+            queued = int(state.get("queued", len(queue)))
+            text.append(f"\n\nqueue ({queued} message{'s' if queued != 1 else ''})", style="bold")
+            for item in queue:
+                text.append(f"\n  {item}")
+            if queued > len(queue):
+                text.append(f"\n  … {queued - len(queue)} more", style="dim")
     text.append("\n\nstate\n", style="bold")
     if state is None:
         text.append("(loading…)", style="dim")
@@ -485,15 +493,6 @@ def actor_details(actor: Actor, state: Mapping[str, Any] | None = None, *, max_r
         if len(shown) > max_repr:
             shown = shown[:max_repr] + f"… ({len(shown) - max_repr} more characters)"
         text.append(shown)
-        queue = state.get("queue")
-        if queue is not None:
-            queued = int(state.get("queued", len(queue)))
-            text.append(f"\n\nqueue ({queued} message{'s' if queued != 1 else ''})\n", style="bold")
-            for item in queue:
-                text.append(f"  {item}\n")
-            if queued > len(queue):
-                text.append(f"  … {queued - len(queue)} more\n", style="dim")
-    text.append_text(stack_text((state or {}).get("stack")))
     return text
 
 
@@ -505,13 +504,15 @@ def stack_text(sample: Mapping[str, Any] | None, *, frames: int = 12) -> Text:
         return text
     where_ = str(sample.get("where", "?"))
     lines = list(sample.get("stack") or ())
-    text.append(f"\n\nstack ({where_})\n", style="bold red" if where_ == "running" else "bold")
+    text.append(f"\n\nstack ({where_})", style="bold red" if where_ == "running" else "bold")
     if not lines:
-        text.append("no handler in progress\n", style="dim")
+        text.append(" no handler in progress", style="dim")
     if len(lines) > frames:
-        text.append(f"  … {len(lines) - frames} outer frames\n", style="dim")
+        text.append(f"\n  … {len(lines) - frames} outer frames", style="dim")
     for line in lines[-frames:]:
-        text.append(f"  {line}\n")
+        path, sep, rest = str(line).partition(":")
+        short = "/".join(path.split("/")[-2:]) if "/" in path else path  # the pane is narrow
+        text.append(f"\n  {short}{sep}{rest}")
     return text
 
 
