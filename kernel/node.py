@@ -60,6 +60,8 @@ _CLOSE_STOP = 10.0
 _CLOSE_SILENT = 2.0
 #: The snapshot's wait for each worker's part: a worker that has not answered is shown unresponsive.
 _SNAPSHOT_WAIT = 1.5
+#: A late worker's sampler thread (kernel.sampler) gets this long to say what holds its loop.
+_SAMPLER_WAIT = 0.4
 #: Control-socket ops that ask one worker (an actor's state, a kill) wait at most this.
 _CONTROL_WAIT = 5.0
 #: Put on the workers' PYTHONPATH so `python -m kernel.worker` finds this very kernel.
@@ -534,20 +536,16 @@ class Node:
         """
         rt = self.context._rt
         live = [i for i in range(self.size) if i not in rt.down]
-        workers = await asyncio.gather(
-            *(rt.rpc(i, "snapshot", (), timeout=_SNAPSHOT_WAIT) for i in live), return_exceptions=True)
+        parts = await asyncio.gather(*(self._snapshot_part(i) for i in live))
         out_workers: list[dict[str, Any]] = []
         actors: list[dict[str, Any]] = []
         heartbeat = self._heartbeat
-        for index, part in zip(live, workers, strict=True):
+        for index, (part, blocked) in zip(live, parts, strict=True):
             lag = heartbeat.lag(index) if heartbeat is not None else None
             if isinstance(part, BaseException):
                 entry = {"index": index, "os_pid": self._os_pids[index], "alive": True,
                          "responsive": False, "lag": lag, "error": str(part)}
-                # What holds its loop, from its sampler thread (kernel.sampler): the observer shows it.
-                with contextlib.suppress(OSError, TimeoutError, ValueError):
-                    blocked = await sampler.ask(
-                        sampler.address(self._sockdir, index, rt.incarnations.get(index, 0)), None, 0.5)
+                if blocked is not None:  # what holds its loop: the observer shows it
                     entry.update(running=blocked["running"], stack=blocked["stack"])
                 out_workers.append(entry)
                 continue
@@ -592,6 +590,23 @@ class Node:
             else:
                 parts[str(index)] = {"up": 0, "lag": lag}
         return parts
+
+    async def _snapshot_part(self, index: int) -> tuple[Any, dict[str, Any] | None]:
+        """One worker's part of the snapshot (or the exception), and, if it is late, what its sampler
+        thread (kernel.sampler) says holds its loop: asked while the rpc still runs, so a hung worker
+        costs no more than _SNAPSHOT_WAIT."""
+        rt = self.context._rt
+        rpc = asyncio.ensure_future(rt.rpc(index, "snapshot", (), timeout=_SNAPSHOT_WAIT))
+        done, _ = await asyncio.wait({rpc}, timeout=_SNAPSHOT_WAIT - _SAMPLER_WAIT - 0.1)
+        blocked = None
+        if not done:
+            with contextlib.suppress(OSError, TimeoutError, ValueError, KeyError):
+                blocked = await sampler.ask(
+                    sampler.address(self._sockdir, index, rt.incarnations.get(index, 0)), None, _SAMPLER_WAIT)
+        try:
+            return await rpc, blocked
+        except Exception as exc:
+            return exc, blocked
 
     # -- the control socket (JSON only; see kernel.control) -------------------------------------
 

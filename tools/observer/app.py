@@ -130,7 +130,7 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > Static {
-        width: 84; height: auto; border: thick $primary; background: $surface; padding: 1 2;
+        width: 108; height: auto; border: thick $primary; background: $surface; padding: 1 2;
     }
     """
     KEYS = (
