@@ -17,7 +17,6 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .checkpoints import COMMIT_BUCKETS
 from .terms import Crash
 
 __all__ = ["exit_kind", "serve", "validate_port", "worker_metrics"]
@@ -100,6 +99,8 @@ def worker_metrics(rt: Any) -> dict[str, Any]:
 def _families(parts: Mapping[str, dict[str, Any]]) -> Iterator[Any]:
     """The metric families of one scrape: ``parts`` maps a worker label to its part (or ``{}``)."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    from .checkpoints import COMMIT_BUCKETS  # here: `import kernel` must not pay for sqlite_utils
 
     def family(kind: Any, name: str, doc: str, key: str, labels: tuple[str, ...] = ("worker",)) -> Any:
         fam = kind(name, doc, labels=list(labels))
