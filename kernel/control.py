@@ -76,7 +76,7 @@ __all__ = [
 log = logging.getLogger("kernel.control")
 
 #: The closed set of requests; anything else is refused before the handler sees it.
-OPS = frozenset({"ping", "snapshot", "state", "kill", "replay", "drop"})
+OPS = frozenset({"ping", "snapshot", "state", "kill", "stop", "replay", "drop", "dead_letters", "stack"})
 #: Largest request line accepted after authentication (requests are tiny; this only bounds abuse).
 MAX_REQUEST = 64 * 1024
 #: Largest line accepted before authentication, as in ``multiprocessing`` (``recv_bytes(256)``).
@@ -617,9 +617,9 @@ class ControlServer:
             return _error("bad_request", f"not a JSON object: {exc}")
         try:
             _validate_request(req)
-            if req["op"] == "kill":  # not rate-limited: only an authenticated peer can ask
+            if req["op"] in ("kill", "stop"):  # not rate-limited: only an authenticated peer can ask
                 # Audit trail: every kill says who asked for it.
-                log.warning("control %r: kill %s requested by %s", self.name, req["pid"], peer)
+                log.warning("control %r: %s %s requested by %s", self.name, req["op"], req["pid"], peer)
             result = await self._handler(req)
             if not isinstance(result, dict):
                 raise TypeError(f"handler returned {type(result).__name__}, not a dict")
@@ -635,7 +635,7 @@ def _validate_request(req: dict[str, Any]) -> None:
     op = req.get("op")
     if op not in OPS:
         raise ControlError("unknown_op", f"op must be one of {sorted(OPS)}, got {op!r}")
-    if op in ("state", "kill"):
+    if op in ("state", "kill", "stop", "stack"):
         pid = req.get("pid")
         if not isinstance(pid, str) or not _PID_RE.fullmatch(pid):
             raise ControlError("bad_request", f"pid must be a pid repr such as '<0.3>', got {pid!r}")

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 import re
 import reprlib
 import secrets
+import sqlite3
 import sys
+import threading
 import time
 from typing import Any
 
-from . import statefile, wire
+from . import metrics, sampler, statefile, wire
 from .actor import Actor
 from .authority import Authority
 from .context import _current
@@ -57,6 +60,8 @@ _CLOSE_STOP = 10.0
 _CLOSE_SILENT = 2.0
 #: The snapshot's wait for each worker's part: a worker that has not answered is shown unresponsive.
 _SNAPSHOT_WAIT = 1.5
+#: A late worker's sampler thread (kernel.sampler) gets this long to say what holds its loop.
+_SAMPLER_WAIT = 0.4
 #: Control-socket ops that ask one worker (an actor's state, a kill) wait at most this.
 _CONTROL_WAIT = 5.0
 #: Put on the workers' PYTHONPATH so `python -m kernel.worker` finds this very kernel.
@@ -86,12 +91,16 @@ class Node:
     ``send_buffer`` bounds the bytes buffered towards any one worker (and each worker's towards any
     other): past it an actor that sends is paused between messages until the peer drains, and node code
     can ``await node.drain()``; past 4x, ``send``/``cast``/``call`` raise ``Overloaded``.
+
+    ``metrics_port`` (None: off): serve Prometheus metrics at ``http://metrics_host:PORT/metrics``, per
+    worker, gathered at scrape time (kernel.metrics, docs/api.md section 9); 0 picks a free port.
     """
 
     def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,
                  name: str | None = None, max_message: int = MAX_MESSAGE,
                  synchronous: str = "NORMAL", worker_timeout: float | None = 30.0,
-                 start_timeout: float = 30.0, send_buffer: int = SEND_BUFFER) -> None:
+                 start_timeout: float = 30.0, send_buffer: int = SEND_BUFFER,
+                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> None:
         if workers is None:
             workers = os.cpu_count() or 1
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -121,6 +130,11 @@ class Node:
         self.worker_timeout = None if worker_timeout is None else float(worker_timeout)
         _check_seconds("start_timeout", start_timeout, "")
         self.start_timeout = float(start_timeout)
+        self.metrics_port = metrics.validate_port(metrics_port)
+        if not isinstance(metrics_host, str) or not metrics_host:
+            raise ValueError(f"metrics_host must be an address to listen on, got {metrics_host!r}")
+        self.metrics_host = metrics_host
+        self._metrics: metrics.MetricsServer | None = None
         self.name = name or f"node-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         self.size = workers
         self.state = os.fspath(state) if state is not None else None
@@ -190,6 +204,8 @@ class Node:
             await asyncio.gather(*(self._launch(i, 0) for i in range(self.size)))
             self._control = ControlServer(self.name, self._control_request)
             await self._control.start()
+            if self.metrics_port is not None:
+                self._metrics = metrics.serve(self._gather_metrics, self.metrics_host, self.metrics_port)
         except BaseException:
             await self.close()
             raise
@@ -385,6 +401,9 @@ class Node:
         rt = self._rt
         ctx = self._ctx
         deadline = rt.loop.time() + _CLOSE_BUDGET
+        if self._metrics is not None:
+            server, self._metrics = self._metrics, None
+            await asyncio.to_thread(server.close)  # a scrape in flight may be waiting on this loop
         if self._control is not None:
             await self._control.close()
             self._control = None
@@ -531,32 +550,77 @@ class Node:
         """
         rt = self.context._rt
         live = [i for i in range(self.size) if i not in rt.down]
-        workers = await asyncio.gather(
-            *(rt.rpc(i, "snapshot", (), timeout=_SNAPSHOT_WAIT) for i in live), return_exceptions=True)
+        parts = await asyncio.gather(*(self._snapshot_part(i) for i in live))
         out_workers: list[dict[str, Any]] = []
         actors: list[dict[str, Any]] = []
         heartbeat = self._heartbeat
-        for index, part in zip(live, workers, strict=True):
+        for index, (part, blocked) in zip(live, parts, strict=True):
             lag = heartbeat.lag(index) if heartbeat is not None else None
             if isinstance(part, BaseException):
-                out_workers.append({"index": index, "os_pid": self._os_pids[index], "alive": True,
-                                    "responsive": False, "lag": lag, "error": str(part)})
+                entry = {"index": index, "os_pid": self._os_pids[index], "alive": True,
+                         "responsive": False, "lag": lag, "error": str(part)}
+                if blocked is not None:  # what holds its loop: the observer shows it
+                    entry.update(running=blocked["running"], stack=blocked["stack"])
+                out_workers.append(entry)
                 continue
             out_workers.append({**part["worker"], "responsive": True, "lag": lag})
             actors.extend(part["actors"])
         actors.extend(describe_actors(rt))  # the supervisors the node process hosts
         restarts: dict[str, int] = {}
+        exits: dict[str, list[list[Any]]] = {}
         for actor in actors:
             restarts.update(actor.pop("child_restarts", None) or {})
+            exits.update(actor.pop("child_exits", None) or {})
         for actor in actors:
             if actor["key"] in restarts:
                 actor["restarts"] = restarts[actor["key"]]
+            if actor["key"] in exits:
+                actor["exits"] = exits[actor["key"]]  # [[time, reason repr], ...], oldest first
         for index in sorted(rt.down):
             out_workers.append({"index": index, "os_pid": self._os_pids[index], "alive": False,
                                 "responsive": False, "lag": None})
         out_workers.sort(key=lambda w: w["index"])
         return {"node": self.name, "os_pid": os.getpid(), "started": self._started, "time": time.time(),
                 "workers": out_workers, "actors": actors}
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` where ``/metrics`` is served (the real port when 0 was asked), or None."""
+        return None if self._metrics is None else (self.metrics_host, self._metrics.port)
+
+    async def _gather_metrics(self) -> dict[str, dict[str, Any]]:
+        """Every process's counters for one scrape (kernel.metrics), keyed by the ``worker`` label."""
+        rt = self.context._rt
+        live = [i for i in range(self.size) if i not in rt.down]
+        answers = await asyncio.gather(
+            *(rt.rpc(i, "metrics", (), timeout=_SNAPSHOT_WAIT) for i in live), return_exceptions=True)
+        heartbeat = self._heartbeat
+        parts: dict[str, dict[str, Any]] = {"node": {**metrics.worker_metrics(rt), "up": 1, "lag": None}}
+        for index in range(self.size):
+            lag = heartbeat.lag(index) if heartbeat is not None else None
+            part = answers[live.index(index)] if index in live else None
+            if isinstance(part, dict):
+                parts[str(index)] = {**part, "up": 1, "lag": lag}
+            else:
+                parts[str(index)] = {"up": 0, "lag": lag}
+        return parts
+
+    async def _snapshot_part(self, index: int) -> tuple[Any, dict[str, Any] | None]:
+        """One worker's part of the snapshot (or the exception), and, if it is late, what its sampler
+        thread (kernel.sampler) says holds its loop: asked while the rpc still runs, so a hung worker
+        costs no more than _SNAPSHOT_WAIT."""
+        rt = self.context._rt
+        rpc = asyncio.ensure_future(rt.rpc(index, "snapshot", (), timeout=_SNAPSHOT_WAIT))
+        done, _ = await asyncio.wait({rpc}, timeout=_SNAPSHOT_WAIT - _SAMPLER_WAIT - 0.1)
+        blocked = None
+        if not done:
+            with contextlib.suppress(OSError, TimeoutError, ValueError, KeyError):
+                blocked = await sampler.ask(
+                    sampler.address(self._sockdir, index, rt.incarnations.get(index, 0)), None, _SAMPLER_WAIT)
+        try:
+            return await rpc, blocked
+        except Exception as exc:
+            return exc, blocked
 
     # -- the control socket (JSON only; see kernel.control) -------------------------------------
 
@@ -568,10 +632,14 @@ class Node:
             return await self.snapshot()
         if op in ("replay", "drop"):
             return await self._dead_letter(op, request["id"])
+        if op == "dead_letters":
+            return {"letters": await asyncio.to_thread(_list_dead_letters, self.state_path)}
         pid = _parse_pid(request.get("pid"))
         rt = self.context._rt
         if pid == self.context.pid or rt.down.__contains__(pid.worker) or not rt.pid_is_current(pid):
             raise ControlError("noproc", f"no process {pid!r}")
+        if op == "stack":
+            return await self._stack(pid)
         if pid.worker == NODE:
             proc = rt.local(pid)
             info = None if proc is None else state_info(proc)
@@ -588,10 +656,28 @@ class Node:
         if op == "kill":
             self.context.exit(pid, "kill")
             return {}
+        if op == "stop":  # orderly: terminate runs, the exit reason is "normal"
+            try:
+                await self.context._rt.stop(self.context, pid, "normal", _CONTROL_WAIT)
+            except KernelError as exc:
+                raise ControlError("stop_failed", f"stop {pid!r}: {exc}") from None
+            return {}
         if op == "state":
             result: dict[str, Any] = info
             return result
         raise ControlError("bad_request", f"unknown op {op!r}")
+
+    async def _stack(self, pid: Pid) -> dict[str, Any]:
+        """Where ``pid`` is now (kernel.sampler): answered by its worker's sampler thread, so it works
+        while that worker's loop is blocked."""
+        if pid.worker == NODE:
+            return sampler.sample(self.context._rt.procs, threading.main_thread().ident or 0, pid.serial)
+        try:
+            return await sampler.ask(sampler.address(self._sockdir, pid.worker, pid.incarnation), pid.serial,
+                                     _SNAPSHOT_WAIT)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ControlError("unresponsive", f"worker {pid.worker}'s stack sampler did not answer: "
+                               f"{type(exc).__name__}: {exc}") from None
 
     async def _dead_letter(self, op: str, letter_id: int) -> dict[str, Any]:
         """Replay a quarantined message to its actor (lifting the quarantine first), or drop it."""
@@ -622,6 +708,29 @@ class Node:
                 answer = None
         await asyncio.to_thread(checkpoints.drop_dead_letter, self.state_path, letter_id)
         return {"id": letter_id, "op": op} if op == "drop" else {"id": letter_id, "op": op, "answer": answer}
+
+
+def _list_dead_letters(path: str) -> list[dict[str, Any]]:
+    """The quarantined messages as JSON for the observer: id, key, error, count, created, message repr."""
+    from . import checkpoints
+    from .serialize import loads
+
+    try:
+        letters = checkpoints.dead_letters(path)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []  # nothing was ever quarantined: the table is made with the first letter
+        raise
+    out = []
+    for d in letters:
+        try:
+            kind, message = loads(d.message)
+            shown = f"{_KINDS.get(kind, kind)}: {_msg_repr.repr(message)}"
+        except Exception as exc:  # a class that no longer imports: say so, keep listing
+            shown = f"<cannot unpickle: {type(exc).__name__}: {exc}>"
+        out.append({"id": d.id, "key": _msg_repr.repr(d.key), "error": d.error[:400], "count": d.count,
+                    "created": d.created, "message": shown})
+    return out
 
 
 async def _find_by_key(node: Node, key: Any) -> Pid | None:
@@ -659,10 +768,24 @@ _repr.maxother = 400
 _repr.maxlist = _repr.maxdict = 20
 
 
+#: Queued messages ``state`` shows (the first ones, oldest first), each repr capped by ``_msg_repr``.
+QUEUE_SHOWN = 10
+_msg_repr = reprlib.Repr()
+_msg_repr.maxstring = _msg_repr.maxother = 160
+_msg_repr.maxlist = _msg_repr.maxdict = _msg_repr.maxtuple = 8
+_KINDS = {wire.SEND: "send", wire.CAST: "cast", wire.CALL: "call"}
+
+
 def state_info(proc: Any) -> dict[str, Any]:
-    """What the observer shows of one actor: its state (truncated repr), links and monitors."""
+    """What the observer shows of one actor: its state (truncated repr), links, monitors, and the first
+    :data:`QUEUE_SHOWN` queued messages (``"call: ('get', 3)"``) with the queue's length."""
+    mbox = proc._mbox or ()
+    queue = [f"{_KINDS.get(item[0], 'signal')}: {_msg_repr.repr(item[1])}"
+             for item in itertools.islice(mbox, QUEUE_SHOWN)]
     return {
         "repr": _repr.repr(getattr(proc, "state", None)),
+        "queued": len(mbox),
+        "queue": queue,
         "links": sorted(repr(p) for p in (proc._links or ())),
         "monitors": [repr(p) for p in (proc._monitors or {}).values()],
         "watching": [repr(p) for p in (proc._watching or {}).values()],
@@ -701,4 +824,7 @@ def describe_actors(rt: Runtime) -> list[dict[str, Any]]:
         counts = getattr(p, "child_restarts", None)
         if isinstance(counts, dict) and p.key is not None:
             actors[-1]["child_restarts"] = {f"{p.key}/{cid}": n for cid, n in counts.items()}
+        history = getattr(p, "child_exits", None)
+        if isinstance(history, dict) and p.key is not None:
+            actors[-1]["child_exits"] = {f"{p.key}/{cid}": [list(e) for e in h] for cid, h in history.items()}
     return actors

@@ -72,6 +72,11 @@ class CheckpointService:
     def commits(self) -> int:
         return self._committer.statistics().commits if self._committer is not None else 0
 
+    @property
+    def commit_latency(self) -> Any:
+        """The store's :class:`~kernel.checkpoints.LatencyHistogram`, or None before the first write."""
+        return self._committer.store.commit_latency if self._committer is not None else None
+
     async def _open(self) -> GroupCommitter:
         if self._committer is not None:
             return self._committer

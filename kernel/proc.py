@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from . import wire
+from .metrics import exit_kind
 from .terms import Down, Exit, Pid, Reason, Ref
 
 if TYPE_CHECKING:
@@ -301,6 +302,9 @@ class Proc:
         self._exiting = True
         self.alive = False
         rt = self._rt
+        rt.handled_done += self._handled
+        kind = exit_kind(reason)
+        rt.exits[kind] = rt.exits.get(kind, 0) + 1
         if self._timers:
             for handle in self._timers.values():
                 handle.cancel()

@@ -114,6 +114,10 @@ class Runtime:
         #: Messages dropped because this process could not unpickle them (a cast or send; a call is
         #: answered ``NotSerializable``).
         self.undecodable = 0
+        # Read by kernel.metrics at scrape time; bumped once per exit / timed-out call, never per message.
+        self.handled_done = 0  # messages handled by processes that have exited
+        self.exits: dict[str, int] = {}  # exit reason kind (kernel.metrics.exit_kind) -> count
+        self.calls_timed_out = 0
         self.listener = Listener(socket_path(sockdir, index), secret, self.dispatch, self._inbound_lost,
                                  self._set_solo)
         self.on_peer_lost: Callable[[int, int], None] | None = None
@@ -423,6 +427,7 @@ class Runtime:
             _, ref, dest, timeout = heapq.heappop(heap)
             entry = calls.pop(ref, None)
             if entry is not None and not entry[0].done():
+                self.calls_timed_out += 1
                 entry[0].set_exception(CallTimeout(dest, timeout))
         if heap:
             self._deadline_at = heap[0][0]

@@ -19,6 +19,7 @@ from typing import Any
 
 import uvloop
 
+from . import metrics, sampler
 from .node import describe_actors, state_info
 from .persistence import CheckpointService
 from .runtime import Runtime
@@ -118,6 +119,7 @@ async def _serve(config: dict[str, Any]) -> None:
 
     rt.rpc_ops["shutdown"] = shutdown
     rt.rpc_ops["snapshot"] = lambda: _snapshot(rt, started)
+    rt.rpc_ops["metrics"] = lambda: metrics.worker_metrics(rt)
 
     def state(serial: int, inc: int) -> dict[str, Any] | None:
         proc = rt.local(Pid(rt.index, serial, inc))
@@ -135,6 +137,8 @@ async def _serve(config: dict[str, Any]) -> None:
     loop.add_reader(0, on_stdin)
     await rt.start()
     await rt.connect_peers()
+    # Answers the node's `stack` questions from a thread, so they work while this loop is blocked.
+    sampler.serve(sampler.address(config["sockdir"], rt.index, rt.inc), rt.procs)
     rt.note(NODE, "ready", rt.index, rt.inc, os.getpid())
     await done
     for peer in rt.peers.values():

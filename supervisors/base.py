@@ -9,6 +9,9 @@ kernel's public API only (as OTP builds ``supervisor.erl`` on ``gen_server``).
 from __future__ import annotations
 
 import logging
+import reprlib
+import time
+from collections import deque
 from collections.abc import Hashable
 from typing import Any, NamedTuple
 
@@ -24,6 +27,11 @@ __all__ = ["SupervisorBase", "TryAgain"]
 
 #: OTP's supervisor reports, as log records: start errors and giving up are for operators to see.
 log = logging.getLogger("supervisors")
+
+#: Exits kept per child for the observer (restart history, last exit reason).
+EXIT_HISTORY = 10
+_reason_repr = reprlib.Repr()
+_reason_repr.maxstring = _reason_repr.maxother = 200
 
 
 class TryAgain(NamedTuple):
@@ -42,6 +50,8 @@ class SupervisorBase(Actor):
     Attributes:
         child_restarts: child id -> how many times this supervisor restarted that child (for the
             observer; named apart from the kernel's own per-actor ``restarts`` counter).
+        child_exits: child id -> its last :data:`EXIT_HISTORY` exits as ``(time.time(), repr(reason))``,
+            oldest first (the observer's restart history and last exit reason).
         intensity: the restart budget (``max_restarts`` within ``max_seconds``).
     """
 
@@ -56,12 +66,14 @@ class SupervisorBase(Actor):
     _sup_children: dict[Hashable, Child]
     _sup_by_pid: dict[Pid, Hashable]
     child_restarts: dict[Hashable, int]
+    child_exits: dict[Hashable, deque[tuple[float, str]]]
     intensity: RestartIntensity
 
     def _sup_setup(self, max_restarts: int, max_seconds: float) -> None:
         self._sup_children = {}
         self._sup_by_pid = {}
         self.child_restarts = {}
+        self.child_exits = {}
         self.intensity = RestartIntensity(max_restarts, max_seconds)
 
     # -- introspection -------------------------------------------------------------------------
@@ -129,6 +141,10 @@ class SupervisorBase(Actor):
 
     async def _sup_child_exited(self, child: Child, reason: Any) -> None:
         child.pid = None
+        exits = self.child_exits.get(child.spec.id)
+        if exits is None:
+            exits = self.child_exits[child.spec.id] = deque(maxlen=EXIT_HISTORY)
+        exits.append((time.time(), _reason_repr.repr(reason)))
         if wants_restart(child.spec.restart, reason):
             await self._sup_restart(child)
         elif child.spec.restart == "temporary":

@@ -16,7 +16,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, Tree
 
 from kernel.control import ControlError
-from tools.observer.app import ConfirmKill, ObserverApp
+from tools.observer.app import Confirm, ConfirmKill, ConfirmStop, DeadLettersScreen, HelpScreen, ObserverApp
 from tools.observer.sample import sample_snapshot
 
 BOUND = 5.0
@@ -31,6 +31,15 @@ class FakeNode:
         self.state_asks: list[str] = []
         self.kill_seen = asyncio.Event()
         self.closed = False
+        self.stopped: list[str] = []
+        self.replayed: list[int] = []
+        self.dropped: list[int] = []
+        self.letters = [
+            {"id": 1, "key": "'u42'", "error": "ZeroDivisionError: division by zero", "count": 3,
+             "created": 1700000050.0, "message": "cast: ('divide', 0)"},
+            {"id": 2, "key": "'u7'", "error": "KeyError: 'x'", "count": 3, "created": 1700000060.0,
+             "message": "call: ('get', 'x')"},
+        ]
 
     async def snapshot(self) -> dict[str, Any]:
         self.snap["time"] += 1.0
@@ -56,6 +65,29 @@ class FakeNode:
                 a["parent"] = "<0.9>"
         self.kill_seen.set()
         return {}
+
+    async def stack(self, pid: str) -> dict[str, Any]:
+        if pid == "<0.2>":
+            frames = ["vault.py:10 in handle_call: self.count()", "vault.py:20 in count: while True:"]
+            return {"running": pid, "where": "running", "stack": frames}
+        return {"running": None, "where": "idle", "stack": []}
+
+    async def stop(self, pid: str) -> dict[str, Any]:
+        self.stopped.append(pid)
+        return {}
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.letters)
+
+    async def replay(self, letter_id: int) -> dict[str, Any]:
+        self.replayed.append(letter_id)
+        self.letters = [d for d in self.letters if d["id"] != letter_id]
+        return {"id": letter_id, "op": "replay", "answer": "'ok'"}
+
+    async def drop(self, letter_id: int) -> dict[str, Any]:
+        self.dropped.append(letter_id)
+        self.letters = [d for d in self.letters if d["id"] != letter_id]
+        return {"id": letter_id, "op": "drop"}
 
     def close(self) -> None:
         self.closed = True
@@ -209,5 +241,195 @@ def test_unreachable_node_is_reported_not_fatal() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot, lambda: "node unreachable" in shown(app, "#status"))
             assert app.snapshot is None
+
+    run(main())
+
+
+def tree_cursor(app: ObserverApp) -> str | None:
+    tree: Tree[str] = app.query_one("#tree", Tree)
+    return tree.cursor_node.data if tree.cursor_node is not None else None
+
+
+def test_question_mark_shows_every_key() -> None:
+    async def main() -> None:
+        app = ObserverApp(FakeNode(), node="demo", interval=None)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            await pilot.press("question_mark")
+            await settle(pilot, lambda: isinstance(app.screen, HelpScreen))
+            help_text = shown(app.screen, "#help")
+            for key in ("/", "escape", "m r e p", "s", "k", "d", "q"):
+                assert f"{key}  " in help_text, key
+            assert "stop the selected actor the orderly way" in help_text
+            await pilot.press("escape")
+            await settle(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+    run(main())
+
+
+def test_slash_filters_tree_and_table_by_name_class_or_pid() -> None:
+    async def main() -> None:
+        app = ObserverApp(FakeNode(), node="demo", interval=None)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            await pilot.press("slash", *"cart")
+            await settle(pilot, lambda: app.filter == "cart")
+            assert sorted(rows(app)) == ["<0.3>", "<1.1>", "<1.2>"]  # class Cart, key root/carts
+            assert app.selected in ("<0.3>", "<1.1>", "<1.2>")  # s and k act on what is in view
+            tree: Tree[str] = app.query_one("#tree", Tree)
+            [root] = tree.root.children  # the ancestor of the matches stays, its other child goes
+            assert root.data == "<0.1>" and [c.data for c in root.children] == ["<1.1>"]
+            await pilot.press("enter")  # keep the filter, back to the table
+            await app.poll()
+            assert sorted(rows(app)) == ["<0.3>", "<1.1>", "<1.2>"]  # it survives a refresh
+            assert "filter 'cart'" in shown(app, "#status")
+            await pilot.press("escape")
+            await settle(pilot, lambda: app.filter == "")
+            assert len(rows(app)) == 6
+            await pilot.press("slash", *"<0.4")  # by pid
+            await settle(pilot, lambda: rows(app) == ["<0.4>"])
+            await pilot.press("escape")
+            await pilot.press("slash", *"VAULT")  # by name, any case
+            await settle(pilot, lambda: rows(app) == ["<0.2>"])
+
+    run(main())
+
+
+def test_tree_cursor_follows_the_restarted_child_not_the_row() -> None:
+    async def main() -> None:
+        fake = FakeNode()
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            app.query_one("#tree", Tree).focus()
+            await pilot.press("down", "down", "down", "down", "down")  # root, vault, helper, carts, u42
+            await settle(pilot, lambda: app.selected == "<1.2>")
+            assert tree_cursor(app) == "<1.2>"
+            await fake.kill("<1.2>")  # restarted elsewhere under a new pid: the structure changes
+            fake.snap["actors"].insert(0, {"pid": "<0.0>", "class": "x.First", "worker": 0})  # shifts rows
+            await app.poll()
+            assert app.selected == "<0.9>"
+            # The tree's cursor moves with it (once the rebuilt tree is laid out), not back to the root.
+            await settle(pilot, lambda: tree_cursor(app) == "<0.9>")
+            assert app.selected == "<0.9>" and "key       root/carts/u42" in details(app)
+            await app.poll()
+            await pilot.pause()
+            assert tree_cursor(app) == "<0.9>" and app.selected == "<0.9>"
+
+    run(main())
+
+
+def test_stop_asks_first_then_stops_orderly() -> None:
+    async def main() -> None:
+        fake = FakeNode()
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            app.query_one("#procs", DataTable).focus()
+            await pilot.press("home")
+            await settle(pilot, lambda: app.selected == "<0.2>")
+            await pilot.press("s")
+            await settle(pilot, lambda: isinstance(app.screen, ConfirmStop))
+            assert "Stop <0.2> vault Vault w0?" in shown(app.screen, "#question")
+            await pilot.press("n")
+            await settle(pilot, lambda: not isinstance(app.screen, Confirm))
+            assert fake.stopped == []
+            await pilot.press("s")
+            await settle(pilot, lambda: isinstance(app.screen, ConfirmStop))
+            await pilot.press("y")
+            await settle(pilot, lambda: fake.stopped == ["<0.2>"])
+            assert fake.killed == []
+
+    run(main())
+
+
+def test_details_show_queue_last_exit_and_restart_history() -> None:
+    class Queued(FakeNode):
+        async def state(self, pid: str) -> dict[str, Any]:
+            return {"repr": "S()", "queued": 12, "queue": [f"cast: ('add', {i})" for i in range(10)]}
+
+    async def main() -> None:
+        fake = Queued()
+        cart = fake.snap["actors"][3]
+        cart["exits"] = [[1700000010.0, "ValueError('bad seat')"], [1700000070.0, "'kill'"]]
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 60)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            app.query_one("#tree", Tree).focus()
+            await pilot.press("down", "down", "down", "down", "down")
+            await settle(pilot, lambda: "queue (12 messages)" in details(app))
+            text = details(app)
+            assert "last exit 'kill'  (22:14:30)" in text
+            assert "22:13:30 ValueError('bad seat')  22:14:30 'kill'" in text
+            assert "cast: ('add', 0)" in text and "cast: ('add', 9)" in text and "… 2 more" in text
+
+    run(main())
+
+
+def test_dead_letters_view_replays_and_drops_after_confirming() -> None:
+    async def main() -> None:
+        fake = FakeNode()
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            await pilot.press("d")
+            await settle(pilot, lambda: isinstance(app.screen, DeadLettersScreen) and app.screen.letters)
+            screen = app.screen
+            table: DataTable[Any] = screen.query_one("#letters", DataTable)
+            assert table.row_count == 2
+            assert "ZeroDivisionError" in str(table.get_row_at(0)[4])
+            await pilot.press("x")
+            await settle(pilot, lambda: isinstance(app.screen, Confirm))
+            assert "Drop dead letter 1 ('u42')" in shown(app.screen, "#question")
+            await pilot.press("n")
+            await settle(pilot, lambda: app.screen is screen)
+            assert fake.dropped == []
+            await pilot.press("x")
+            await settle(pilot, lambda: isinstance(app.screen, Confirm))
+            await pilot.press("y")
+            await settle(pilot, lambda: fake.dropped == [1] and table.row_count == 1)
+            await pilot.press("r")
+            await settle(pilot, lambda: isinstance(app.screen, Confirm))
+            await pilot.press("y")
+            await settle(pilot, lambda: fake.replayed == [2] and table.row_count == 0)
+            assert "no dead letters" in shown(screen, "#letters-status")
+            await pilot.press("escape")
+            await settle(pilot, lambda: not isinstance(app.screen, DeadLettersScreen))
+
+    run(main())
+
+
+def test_unresponsive_worker_and_loop_lag_are_shown() -> None:
+    async def main() -> None:
+        fake = FakeNode()
+        fake.snap["workers"][0]["lag"] = 0.004
+        fake.snap["workers"][1] = {"index": 1, "os_pid": 457, "alive": True, "responsive": False, "lag": 3.25}
+        fake.snap["actors"] = [a for a in fake.snap["actors"] if a["worker"] != 1]
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            workers = shown(app, "#workers")
+            assert "457 unresponsive" in workers and "3.2 s" in workers and "4 ms" in workers
+            assert "worker 1 unresponsive" in shown(app, "#status")
+            assert "worker 1 (os pid 457) did not answer, its loop is 3.2 s behind" in workers
+
+    run(main())
+
+
+def test_details_show_the_sampled_stack_and_the_worker_that_is_held() -> None:
+    async def main() -> None:
+        fake = FakeNode()
+        fake.snap["workers"][1] = {"index": 1, "os_pid": 457, "alive": True, "responsive": False, "lag": 2.0,
+                                   "running": "<1.7>", "stack": ["hog.py:5 in handle_cast: spin()"]}
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 60)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            assert "its loop is held by <1.7> at hog.py:5 in handle_cast: spin()" in shown(app, "#workers")
+            app.query_one("#procs", DataTable).focus()
+            await pilot.press("home")  # <0.2>, busy
+            await settle(pilot, lambda: "stack (running)" in details(app))
+            assert "vault.py:20 in count: while True:" in details(app)
+            await pilot.press("down")  # <0.1>: idle
+            await settle(pilot, lambda: "no handler in progress" in details(app))
 
     run(main())

@@ -26,12 +26,12 @@ def text(renderable: RenderableType, width: int = 120) -> str:
 def test_supervision_tree_nests_by_children_then_parent() -> None:
     assert text(render.supervision_tree(sample_snapshot())) == (
         "node demo (os pid 123) up 1m40s, 2 workers, 6 actors\n"
-        "└── <0.1> root Supervisor sup w0 mailbox=0 handled=5 restarts=0 waiting\n"
-        "    ├── <0.2> vault Vault w0 mailbox=3 handled=42 restarts=0 running\n"
-        "    │   └── <0.4> Helper w0 mailbox=0 handled=0 restarts=0 waiting\n"
-        "    └── <1.1> [carts] DynamicSupervisor sup w1 mailbox=0 handled=0 restarts=0 waiting\n"
-        "        ├── <1.2> [u42] Cart w1 mailbox=0 handled=7 restarts=2 waiting\n"
-        "        └── <0.3> [u7] Cart w0 mailbox=0 handled=1 restarts=0 exiting"
+        "└── <0.1> root Supervisor sup w0 waiting\n"
+        "    ├── <0.2> vault Vault w0 running mailbox=3\n"
+        "    │   └── <0.4> Helper w0 waiting\n"
+        "    └── <1.1> [carts] DynamicSupervisor sup w1 waiting\n"
+        "        ├── <1.2> [u42] Cart w1 waiting restarts=2\n"
+        "        └── <0.3> [u7] Cart w0 exiting"
     )
 
 
@@ -133,7 +133,7 @@ def test_dead_worker_and_missing_fields_render() -> None:
     }
     out = text(render.render_once(snap))
     assert " 0    down      -    -       0           -" in out
-    assert "<0.1> ? w? mailbox=0 handled=0 restarts=0 ?" in out
+    assert "<0.1> ? w? ?" in out
 
 
 def test_actor_details_shows_links_monitors_and_truncated_state() -> None:
@@ -225,4 +225,30 @@ def test_workers_table_shows_loop_lag_and_unresponsive_workers() -> None:
         " 0               456    1.5  29.6 MiB       4          10     12 ms\n"
         " 1  457 unresponsive   12.2  42.9 MiB       2          50     2.5 s"
     )
-    assert "Supervisor sup node mailbox=0" in text(render.actor_label(snap["actors"][-1]))
+    assert "Supervisor sup node waiting" in text(render.actor_label(snap["actors"][-1]))
+
+
+def test_once_names_the_worker_that_did_not_answer() -> None:
+    snap = sample_snapshot()
+    snap["workers"][1] = {"index": 1, "os_pid": 457, "alive": True, "responsive": False, "lag": 4.5}
+    snap["actors"] = [a for a in snap["actors"] if a["worker"] != 1]
+    out = text(render.render_once(snap), width=160)
+    assert out.startswith("worker 1 (os pid 457) did not answer, its loop is 4.5 s behind: its actors are "
+                          "not listed\n")
+    assert "457 unresponsive" in out
+    assert render.worker_problems(sample_snapshot()) == []
+
+
+def test_process_table_columns_never_run_together() -> None:
+    out = text(render.process_table(sample_snapshot()), width=160)
+    for line in out.splitlines()[3:]:
+        assert "waiting0" not in line and "running3" not in line and "exiting0" not in line
+    assert "waiting        0" in out
+
+
+def test_dead_letters_table() -> None:
+    letters = [{"id": 7, "key": "'u42'", "error": "ZeroDivisionError: division by zero", "count": 3,
+                "created": 1700000050.0, "message": "cast: ('divide', 0)"}]
+    out = text(render.dead_letters_table(letters), width=160)
+    assert "dead letters (1)" in out
+    assert " 7    'u42'   3       22:14:10   ZeroDivisionError: division by zero   cast: ('divide', 0)" in out

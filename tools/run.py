@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=_port, default=None, metavar="N", help="the ASGI front's TCP port")
     run.add_argument("--host", default="127.0.0.1", metavar="H",
                      help="the ASGI front's address (default 127.0.0.1)")
+    run.add_argument("--metrics-port", type=_metrics_port, default=None, metavar="PORT",
+                     help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)")
+    run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                     help="address /metrics listens on (default 127.0.0.1; 0.0.0.0 for a remote Prometheus)")
     return parser
 
 
@@ -72,6 +76,17 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a TCP port number, got {text!r}") from None
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"expected a TCP port number 1..65535, got {value}")
+    return value
+
+
+def _metrics_port(text: str) -> int:
+    """``--metrics-port``: a TCP port, or 0 for any free one; refused by argparse before a node boots."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number 0-65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number 0-65535, got {value}")
     return value
 
 
@@ -96,9 +111,11 @@ def load_children(target: str) -> list[ChildSpec]:
 
 
 async def serve(children: list[ChildSpec], workers: int | None, state: str | None, name: str | None,
-                asgi: tuple[str, str, int] | None = None) -> int:
+                asgi: tuple[str, str, int] | None = None, metrics_port: int | None = None,
+                metrics_host: str = "127.0.0.1") -> int:
     log = logging.getLogger("kernel.run")
-    async with Node(workers=workers, state=state, name=name) as node:
+    async with Node(workers=workers, state=state, name=name, metrics_port=metrics_port,
+                    metrics_host=metrics_host) as node:
         if asgi is not None:
             # The front starts last, once what its handlers call is up, and stops first.
             app, host, port = asgi
@@ -113,6 +130,9 @@ async def serve(children: list[ChildSpec], workers: int | None, state: str | Non
         if asgi is not None:
             log.info("serving %s at http://%s:%d/ from every worker", asgi[0], asgi[1], asgi[2])
         console.print(f"watch it live: [bold]python -m tools.observer --node {node.name}[/]")
+        if node.metrics_address is not None:
+            host, port = node.metrics_address
+            console.print(f"metrics: [bold]http://{host}:{port}/metrics[/]")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,9 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]cannot load {args.target}:[/] {exc}")
         return 2
     try:
-        return kernel.run(serve(children, args.workers, args.state, args.name, asgi))
+        return kernel.run(serve(children, args.workers, args.state, args.name, asgi, args.metrics_port,
+                                args.metrics_host))
     except (ValueError, TypeError) as exc:
         console.print(f"[bold red]bad option:[/] {exc}")
+        return 2
+    except OSError as exc:
+        if "metrics_port" not in str(exc):
+            raise
+        console.print(f"[bold red]bad option:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     except WorkerStartFailed as exc:
         # One line naming the cause: a worker slot that could not be filled, so the node stopped.

@@ -2,7 +2,8 @@
 
 Without ``--node`` the running nodes of this user are listed: one is attached to, several are offered
 to pick from, none is an error (exit 1). ``--once`` prints the trees and tables as plain text and exits
-0: for scripts and bug reports.
+0: for scripts and bug reports; a worker that did not answer is named (on stderr and at the top),
+its actors missing, rather than failing the whole snapshot.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from kernel.control import ControlError, list_nodes, request, runtime_dir
 
 from . import render
 from .client import pick_node
+
+#: ``--once``: the node answers a snapshot within about 2 s even with a hung worker (it lists that worker
+#: as unresponsive), so past this the node itself is stuck.
+ONCE_TIMEOUT = 10.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -79,10 +84,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert name is not None
     if args.once:
         try:
-            snapshot = request(name, {"op": "snapshot"}, timeout=30.0)
-        except (ControlError, OSError, TimeoutError) as exc:
-            err.print(f"cannot read node {name!r}: {exc}")
+            snapshot = request(name, {"op": "snapshot"}, timeout=ONCE_TIMEOUT)
+        except TimeoutError:
+            err.print(f"node {name!r} did not answer within {ONCE_TIMEOUT:g} s (its event loop is blocked or "
+                      "overloaded); try again, or look at its log")
             return 1
+        except (ControlError, OSError) as exc:
+            err.print(f"cannot read node {name!r}: {type(exc).__name__}: {exc}")
+            return 1
+        if not sys.stdout.isatty():  # into a file: say it on the terminal too (it is also at the top)
+            for line in render.worker_problems(snapshot):
+                err.print(line, soft_wrap=True)
         if args.json:
             print(json.dumps(snapshot, indent=2))
         else:

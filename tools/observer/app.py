@@ -8,21 +8,29 @@ any terminal, and can be driven headless in tests (``App.run_test()`` and its Pi
 we would reimplement raw-mode key reading, focus and screens by hand. It is one pure-Python
 dependency from the rich authors.
 
-Keys: ``m``/``r``/``e``/``p`` sort the process table by mailbox, msgs/s, memory, pid; ``k`` kills the
-selected actor after a confirmation; ``space``/``enter`` fold a tree node; ``tab`` moves focus; ``q`` quits.
+Keys (``?`` shows them): ``m``/``r``/``e``/``p`` sort the process table by mailbox, msgs/s, memory, pid;
+``/`` filters the tree and the table by pid, name, class or supervisor path (``escape`` clears it);
+``s`` stops the selected actor the orderly way and ``k`` kills it, each after a confirmation; ``d`` opens
+the dead letters (replay ``r``, drop ``x``); ``space``/``enter`` fold a tree node; ``tab`` moves focus;
+``q`` quits.
+
+The selection follows the actor, not the row: across refreshes, re-sorts, filters and restarts (a
+restarted child is found again by its supervisor path, a named actor by its name), both cursors stay on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from typing import Any, ClassVar
 
+from rich.console import Group
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Footer, Header, Label, Static, Tree
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static, Tree
 from textual.widgets.tree import TreeNode
 
 from kernel.control import ControlError
@@ -30,7 +38,7 @@ from kernel.control import ControlError
 from . import render
 from .client import Source
 
-__all__ = ["ConfirmKill", "ObserverApp"]
+__all__ = ["Confirm", "ConfirmKill", "ConfirmStop", "DeadLettersScreen", "HelpScreen", "ObserverApp"]
 
 _COLUMNS = (
     "pid",
@@ -52,34 +60,35 @@ TREE_CHILDREN = 200
 HISTORY = 60
 
 
-class ConfirmKill(ModalScreen[bool]):
-    """Ask before killing: ``y``/Enter on Kill confirms, ``n``/Escape cancels."""
+class Confirm(ModalScreen[bool]):
+    """Ask before acting: ``y``/Enter on the action's button confirms, ``n``/Escape cancels."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "kill"),
+        Binding("y", "answer(True)", "yes"),
         Binding("n,escape", "answer(False)", "cancel"),
     ]
     DEFAULT_CSS = """
-    ConfirmKill { align: center middle; }
-    ConfirmKill > Vertical {
+    Confirm { align: center middle; }
+    Confirm > Vertical {
         width: 72; height: auto; border: thick $error; background: $surface; padding: 1 2;
     }
-    ConfirmKill Horizontal { height: auto; align: center middle; margin-top: 1; }
-    ConfirmKill Button { margin: 0 2; }
+    Confirm Horizontal { height: auto; align: center middle; margin-top: 1; }
+    Confirm Button { margin: 0 2; }
     """
 
-    def __init__(self, pid: str, description: str) -> None:
+    def __init__(self, verb: str, description: str, consequence: str) -> None:
         super().__init__()
-        self.pid = pid
+        self.verb = verb
         self.description = description
+        self.consequence = consequence
 
     def compose(self) -> ComposeResult:
         with Vertical():
             # Text, not a str: a child id such as "[cart]" must not be read as console markup.
-            yield Label(Text(f"Kill {self.description}?", style="bold"), id="question")
-            yield Label(Text("Exit reason 'killed': its supervisor decides if it comes back."))
+            yield Label(Text(f"{self.verb} {self.description}?", style="bold"), id="question")
+            yield Label(Text(self.consequence))
             with Horizontal():
-                yield Button("Kill (y)", variant="error", id="yes")
+                yield Button(f"{self.verb} (y)", variant="error", id="yes")
                 yield Button("Cancel (n)", variant="primary", id="no")
 
     def on_mount(self) -> None:
@@ -92,6 +101,156 @@ class ConfirmKill(ModalScreen[bool]):
         self.dismiss(yes)
 
 
+class ConfirmKill(Confirm):
+    """Ask before killing an actor (exit reason ``killed``)."""
+
+    def __init__(self, pid: str, description: str) -> None:
+        super().__init__(
+            "Kill", description, "Exit reason 'killed': its supervisor decides if it comes back."
+        )
+        self.pid = pid
+
+
+class ConfirmStop(Confirm):
+    """Ask before stopping an actor the orderly way (``terminate`` runs, exit reason ``normal``)."""
+
+    def __init__(self, pid: str, description: str) -> None:
+        super().__init__(
+            "Stop",
+            description,
+            "terminate() runs; reason 'normal' (a permanent child returns).",
+        )
+        self.pid = pid
+
+
+class HelpScreen(ModalScreen[None]):
+    """``?``: every key of the observer and what it does; any of ``? escape q`` closes it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("question_mark,escape,q", "close", "close")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Static {
+        width: 108; height: auto; border: thick $primary; background: $surface; padding: 1 2;
+    }
+    """
+    KEYS = (
+        ("?", "this help"),
+        ("tab / shift+tab", "move focus: tree, process table"),
+        ("up / down / home / end", "move the cursor; the details pane shows the actor under it"),
+        ("space / enter", "fold or unfold a tree node"),
+        ("/", "filter tree and table by pid, name, class or supervisor path; enter keeps it"),
+        ("escape", "clear the filter"),
+        ("m r e p", "sort the process table by mailbox, msgs/s, memory, pid"),
+        ("s", "stop the selected actor the orderly way (asks first)"),
+        ("k", "kill the selected actor (asks first)"),
+        ("d", "dead letters: r replays the selected one, x drops it, escape goes back"),
+        ("q", "quit"),
+    )
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        text.append("pyotp observer: keys\n\n", style="bold")
+        for key, what in self.KEYS:
+            text.append(f"{key:>24}", style="bold cyan")
+            text.append(f"  {what}\n")
+        text.append(
+            "\nThe cursor follows the actor (by supervisor path, or name) across refreshes and restarts."
+            "\nWorkers that did not answer the last snapshot show 'unresponsive', with their loop lag.",
+            style="dim",
+        )
+        yield Static(text, id="help")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class DeadLettersScreen(Screen[None]):
+    """Quarantined messages of the node's state file, with replay (``r``) and drop (``x``), each confirmed."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,d", "back", "back"),
+        Binding("r", "act('replay')", "replay"),
+        Binding("x", "act('drop')", "drop"),
+        Binding("g", "reload", "refresh"),
+    ]
+    DEFAULT_CSS = """
+    #letters { height: 1fr; border: round $primary; }
+    #letters-status { height: 1; background: $boost; }
+    """
+
+    def __init__(self, source: Source) -> None:
+        super().__init__()
+        self.source = source
+        self.letters: list[dict[str, Any]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        table: DataTable[Text] = DataTable(id="letters", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Static("loading…", id="letters-status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        table: DataTable[Text] = self.query_one("#letters", DataTable)
+        for col in ("id", "key", "count", "created", "error", "message"):
+            table.add_column(col, key=col)
+        table.focus()
+        await self.action_reload()
+
+    async def action_reload(self) -> None:
+        status = self.query_one("#letters-status", Static)
+        try:
+            self.letters = await self.source.dead_letters()
+        except (ControlError, OSError, TimeoutError) as exc:
+            status.update(Text(f"cannot list dead letters: {exc}", style="red"))
+            return
+        table: DataTable[Text] = self.query_one("#letters", DataTable)
+        table.clear()
+        for letter, cells in zip(self.letters, render.dead_letter_rows(self.letters), strict=True):
+            table.add_row(*cells, key=str(letter["id"]))
+        table.border_title = f"dead letters ({len(self.letters)})"
+        status.update("no dead letters" if not self.letters else "r replay to its actor, x drop, g refresh")
+
+    def _current(self) -> dict[str, Any] | None:
+        table: DataTable[Text] = self.query_one("#letters", DataTable)
+        if not self.letters or not table.is_valid_row_index(table.cursor_row):
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return next((d for d in self.letters if str(d["id"]) == key), None)
+
+    def action_act(self, op: str) -> None:
+        letter = self._current()
+        if letter is None:
+            self.notify("no dead letter selected", severity="warning")
+            return
+        verb, consequence = (
+            ("Replay", "Lifts the quarantine for this message and sends it to the live actor with its key.")
+            if op == "replay"
+            else ("Drop", "Deletes the quarantined message for good.")
+        )
+
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                await self._apply(op, int(letter["id"]))
+
+        question = Confirm(verb, f"dead letter {letter['id']} ({letter.get('key')})", consequence)
+        self.app.push_screen(question, answered)
+
+    async def _apply(self, op: str, letter_id: int) -> None:
+        status = self.query_one("#letters-status", Static)
+        try:
+            result = await (self.source.replay(letter_id) if op == "replay" else self.source.drop(letter_id))
+        except (ControlError, OSError, TimeoutError) as exc:
+            status.update(Text(f"{op} {letter_id} failed: {exc}", style="red"))
+            return
+        answer = result.get("answer")
+        self.notify(f"{op} {letter_id} done" + (f": {answer}" if answer is not None else ""))
+        await self.action_reload()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
 class ObserverApp(App[None]):
     """Live view of one node: supervision trees, workers, processes, the selected actor; kill with care.
 
@@ -102,20 +261,26 @@ class ObserverApp(App[None]):
     TITLE = "pyotp observer"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "quit"),
+        Binding("question_mark", "help", "help"),
+        Binding("slash", "filter", "filter"),
+        Binding("escape", "clear_filter", "clear filter", show=False),
+        Binding("s", "stop", "stop"),
         Binding("k", "kill", "kill"),
+        Binding("d", "dead_letters", "dead letters"),
         Binding("m", "sort('mailbox')", "by mailbox"),
         Binding("r", "sort('rate')", "by msgs/s"),
         Binding("e", "sort('memory')", "by memory"),
         Binding("p", "sort('pid')", "by pid"),
     ]
     DEFAULT_CSS = """
-    #top { height: 1fr; }
+    #top { height: 3fr; }
     #tree { width: 1fr; border: round $primary; }
-    #side { width: 1fr; min-width: 62; }
+    #side { width: 1fr; min-width: 86; }
     #workers { height: auto; border: round $primary; }
     #details { height: 1fr; border: round $primary; overflow-y: auto; }
-    #procs { height: 1fr; border: round $primary; }
+    #procs { height: 2fr; border: round $primary; }
     #status { height: 1; background: $boost; }
+    #filter { height: 3; border: round $accent; display: none; }
     """
 
     def __init__(self, source: Source, *, node: str = "", interval: float | None = 1.0) -> None:
@@ -129,11 +294,13 @@ class ObserverApp(App[None]):
         self.sort_key = "mailbox"
         self.selected: str | None = None
         self._selected_key: str | None = None
+        self._selected_name: str | None = None
         self.selected_state: dict[str, Any] | None = None
         self._collapsed: set[str] = set()
         self._tree_shape: object = None
         self._tree_nodes: dict[str, TreeNode[str]] = {}
         self._polling = False
+        self.filter = ""
 
     # ----------------------------------------------------------------------------------- layout
 
@@ -148,6 +315,7 @@ class ObserverApp(App[None]):
                 yield Static("select an actor", id="details")
         table: DataTable[Text] = DataTable(id="procs", cursor_type="row", zebra_stripes=True)
         yield table
+        yield Input(placeholder="filter: part of a pid, name, class or supervisor path", id="filter")
         yield Static("", id="status")
         yield Footer()
 
@@ -175,8 +343,8 @@ class ObserverApp(App[None]):
                 self.history.setdefault(index, deque(maxlen=HISTORY)).append(rate)
             self._draw()
             self._set_status("")
-            if self.selected is not None:
-                await self._load_state(self.selected)
+            if self._actor(self.selected) is not None:  # gone, or on a worker that did not answer: skip
+                await self._load_state(self.selected or "")
         except (ControlError, OSError, TimeoutError) as exc:
             self._set_status(f"node unreachable: {exc}")
         finally:
@@ -189,6 +357,9 @@ class ObserverApp(App[None]):
             state = {"error": exc.message}
         except (OSError, TimeoutError) as exc:
             state = {"error": str(exc)}
+        # Where it is now, from its worker's sampler thread (which answers even if the loop is blocked).
+        with contextlib.suppress(ControlError, OSError, TimeoutError):
+            state["stack"] = await self.source.stack(pid)
         if pid == self.selected:
             self.selected_state = state
             self._draw_details()
@@ -209,20 +380,32 @@ class ObserverApp(App[None]):
             f"node {snap.get('node')}, {len(snap.get('actors', ()))} actors" if snap else "no snapshot yet"
         )
         line = f"{where} | sorted by {self.sort_key}"
+        if self.filter:
+            line += f" | filter {self.filter!r}"
+        if snap:
+            silent = [str(w.get("index")) for w in render.unresponsive_workers(snap)]
+            if silent:
+                line += f" | worker {', '.join(silent)} unresponsive"
+        line += " | ? help"
         if message:
             line += f" | {message}"
         self.query_one("#status", Static).update(line)
 
     def _follow_restart(self) -> None:
-        """If the selected actor is gone but an actor with its key (supervisor path) exists, select that one.
+        """If the selected actor is gone but one with its key (supervisor path), or else its registered
+        name, exists, select that one.
 
         So after a kill the view follows the child its supervisor restarted, as one would watch it.
         """
-        if self.selected is None or self._selected_key is None or self._actor(self.selected) is not None:
+        if self.selected is None or self._actor(self.selected) is not None:
+            return
+        if self._selected_key is None and self._selected_name is None:
             return
         assert self.snapshot is not None
+        field, value = ("key", self._selected_key) if self._selected_key is not None else (
+            "name", self._selected_name)
         for actor in self.snapshot.get("actors", ()):
-            if actor.get("key") == self._selected_key:
+            if actor.get(field) == value:
                 self.selected = actor["pid"]
                 self.selected_state = None
                 return
@@ -230,8 +413,12 @@ class ObserverApp(App[None]):
     def _draw(self) -> None:
         assert self.snapshot is not None
         self._follow_restart()
-        history = {i: list(h) for i, h in self.history.items()}
-        self.query_one("#workers", Static).update(render.workers_table(self.snapshot, self.rates, history))
+        history = {i: list(h)[-14:] for i, h in self.history.items()}  # as wide as its header
+        table = render.workers_table(self.snapshot, self.rates, history)
+        problems = render.worker_problems(self.snapshot)
+        self.query_one("#workers", Static).update(
+            Group(table, Text("\n".join(problems), style="bold red")) if problems else table
+        )
         self._draw_tree()
         self._draw_table()
         self._draw_details()
@@ -241,14 +428,30 @@ class ObserverApp(App[None]):
         tree: Tree[str] = self.query_one("#tree", Tree)
         roots, children = render.tree_structure(self.snapshot)
         index = {a["pid"]: a for a in self.snapshot.get("actors", ())}
+        if self.filter:
+            # Keep the actors that match and every ancestor of one, so a match is shown where it lives.
+            keep: dict[str, bool] = {}
+
+            def visit(pid: str) -> bool:
+                kept = render.matches(index[pid], self.filter)
+                for kid in children[pid]:
+                    kept = visit(kid) or kept
+                keep[pid] = kept
+                return kept
+
+            for root in roots:
+                visit(root)
+            roots = [pid for pid in roots if keep[pid]]
+            children = {pid: [k for k in kids if keep.get(k)] for pid, kids in children.items()}
         tree.root.set_label(render.node_label(self.snapshot))
         shape = (roots, {pid: tuple(kids) for pid, kids in children.items()})
         if shape == self._tree_shape:
             for pid, node in self._tree_nodes.items():
                 node.set_label(render.actor_label(index[pid]))
+            self._tree_follow(tree)
             return
-        # The structure changed: rebuild, keeping what the user folded and where the cursor was.
-        cursor = tree.cursor_node.data if tree.cursor_node is not None else None
+        # The structure changed: rebuild, keeping what the user folded and the selected actor (which
+        # _follow_restart has already moved to a restarted child's new pid).
         self._tree_shape = shape
         self._tree_nodes = {}
         tree.clear()
@@ -269,13 +472,26 @@ class ObserverApp(App[None]):
 
         add(tree.root, roots)
         tree.root.expand()
-        if cursor in self._tree_nodes:
-            tree.move_cursor(self._tree_nodes[cursor])
+        self._tree_follow(tree)
+
+    def _tree_follow(self, tree: Tree[str], again: bool = True) -> None:
+        """Put the tree's cursor on the selected actor, if the tree shows it (not folded away).
+
+        A rebuilt tree numbers its lines only when it next renders: then the move is retried once.
+        """
+        node = self._tree_nodes.get(self.selected or "")
+        if node is None or tree.cursor_node is node:
+            return
+        if node.line >= 0:
+            tree.move_cursor(node)
+        elif again:
+            self.call_after_refresh(self._tree_follow, tree, False)
 
     def _draw_table(self) -> None:
         assert self.snapshot is not None
         table: DataTable[Text] = self.query_one("#procs", DataTable)
-        ordered = render.sort_actors(self.snapshot.get("actors", ()), self.sort_key, self.rates)[:TABLE_LIMIT]
+        shown = [a for a in self.snapshot.get("actors", ()) if render.matches(a, self.filter)]
+        ordered = render.sort_actors(shown, self.sort_key, self.rates)[:TABLE_LIMIT]
         wanted = [a["pid"] for a in ordered]
         present = {key.value for key in table.rows if key.value is not None}
         for pid in present - set(wanted):
@@ -292,10 +508,8 @@ class ObserverApp(App[None]):
         if self.selected in position:
             table.move_cursor(row=position[self.selected])
         self.query_one("#procs", DataTable).border_title = f"processes by {self.sort_key}" + (
-            f" (top {len(wanted)} of {len(self.snapshot.get('actors', ()))})"
-            if len(wanted) < len(self.snapshot.get("actors", ()))
-            else ""
-        )
+            f" (top {len(wanted)} of {len(shown)})" if len(wanted) < len(shown) else ""
+        ) + (f" matching {self.filter!r}" if self.filter else "")
 
     def _draw_details(self) -> None:
         actor = self._actor(self.selected)
@@ -311,7 +525,9 @@ class ObserverApp(App[None]):
         if pid is None or pid == self.selected:
             return
         self.selected = pid
-        self._selected_key = (self._actor(pid) or {}).get("key")
+        actor = self._actor(pid) or {}
+        self._selected_key = actor.get("key")
+        self._selected_name = actor.get("name")
         self.selected_state = None
         self._draw_details()
         self.run_worker(self._load_state(pid), group="state", exclusive=True)
@@ -343,26 +559,86 @@ class ObserverApp(App[None]):
             self._draw_table()
         self._set_status("")
 
-    def action_kill(self) -> None:
+    def _describe_selected(self) -> tuple[str, str] | None:
         pid = self.selected
         actor = self._actor(pid)
         if pid is None or actor is None:
             self.notify("select an actor first", severity="warning")
-            return
-        label = render.actor_label(actor)
-        self.push_screen(ConfirmKill(pid, label.plain.split(" mailbox=")[0]), self._kill_answered)
+            return None
+        status = f" {actor.get('status', '?')}"
+        label = render.actor_label(actor).plain
+        return pid, label[: label.index(status)] if status in label else label
+
+    def action_kill(self) -> None:
+        picked = self._describe_selected()
+        if picked is not None:
+            self.push_screen(ConfirmKill(*picked), self._kill_answered)
+
+    def action_stop(self) -> None:
+        picked = self._describe_selected()
+        if picked is not None:
+            self.push_screen(ConfirmStop(*picked), self._stop_answered)
 
     async def _kill_answered(self, yes: bool | None) -> None:
+        await self._act("kill", yes)
+
+    async def _stop_answered(self, yes: bool | None) -> None:
+        await self._act("stop", yes)
+
+    async def _act(self, op: str, yes: bool | None) -> None:
         pid = self.selected
         if not yes or pid is None:
             return
         try:
-            await self.source.kill(pid)
+            await (self.source.kill(pid) if op == "kill" else self.source.stop(pid))
         except (ControlError, OSError, TimeoutError) as exc:
-            self.notify(f"kill {pid} failed: {exc}", severity="error")
+            self.notify(f"{op} {pid} failed: {exc}", severity="error")
             return
-        self.notify(f"killed {pid}")
+        self.notify(f"{'killed' if op == 'kill' else 'stopped'} {pid}")
         await self.poll()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_dead_letters(self) -> None:
+        self.push_screen(DeadLettersScreen(self.source))
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.display = False
+        self._set_filter("")
+        self.query_one("#procs", DataTable).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self._set_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            event.input.display = bool(event.value)  # keep showing what filters the view
+            self.query_one("#procs", DataTable).focus()
+
+    def _set_filter(self, pattern: str) -> None:
+        if pattern == self.filter:
+            return
+        self.filter = pattern
+        if self.snapshot is not None:
+            selected = self._actor(self.selected)
+            if selected is None or not render.matches(selected, pattern):
+                # What the keys act on must be in view: the first match, not an actor filtered away.
+                shown = [a for a in self.snapshot.get("actors", ()) if render.matches(a, pattern)]
+                first = render.sort_actors(shown, self.sort_key, self.rates)[:1]
+                if first:
+                    self._select(first[0]["pid"])
+            self._draw_tree()
+            self._draw_table()
+        self._set_status("")
 
     async def action_quit(self) -> None:
         self.source.close()

@@ -23,6 +23,16 @@ class Source(Protocol):
 
     async def kill(self, pid: str) -> dict[str, Any]: ...
 
+    async def stop(self, pid: str) -> dict[str, Any]: ...
+
+    async def stack(self, pid: str) -> dict[str, Any]: ...
+
+    async def dead_letters(self) -> list[dict[str, Any]]: ...
+
+    async def replay(self, letter_id: int) -> dict[str, Any]: ...
+
+    async def drop(self, letter_id: int) -> dict[str, Any]: ...
+
     def close(self) -> None: ...
 
 
@@ -58,6 +68,22 @@ class NodeSource:
 
     async def kill(self, pid: str) -> dict[str, Any]:
         return await self._request({"op": "kill", "pid": pid})
+
+    async def stop(self, pid: str) -> dict[str, Any]:
+        return await self._request({"op": "stop", "pid": pid})
+
+    async def stack(self, pid: str) -> dict[str, Any]:
+        return await self._request({"op": "stack", "pid": pid})
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        letters: list[dict[str, Any]] = (await self._request({"op": "dead_letters"}))["letters"]
+        return letters
+
+    async def replay(self, letter_id: int) -> dict[str, Any]:
+        return await self._request({"op": "replay", "id": letter_id})
+
+    async def drop(self, letter_id: int) -> dict[str, Any]:
+        return await self._request({"op": "drop", "id": letter_id})
 
     def close(self) -> None:
         if self._client is not None:

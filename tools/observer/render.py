@@ -11,6 +11,7 @@ older or newer kernel rather than crash on it.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +29,12 @@ __all__ = [
     "actor_label",
     "child_id",
     "compute_rates",
+    "dead_letter_rows",
+    "dead_letters_table",
     "format_bytes",
     "format_lag",
     "format_rate",
+    "matches",
     "node_label",
     "pid_sort_key",
     "process_rows",
@@ -39,9 +43,12 @@ __all__ = [
     "short_class",
     "sort_actors",
     "sparkline",
+    "stack_text",
     "supervision_tree",
     "tree_structure",
+    "unresponsive_workers",
     "where",
+    "worker_problems",
     "workers_table",
 ]
 
@@ -186,7 +193,11 @@ def sort_actors(actors: Iterable[Actor], key: str, rates: Rates | None = None) -
 
 
 def actor_label(actor: Actor) -> Text:
-    """One tree line: pid, name (or child id), class, worker, mailbox, handled, restarts, status."""
+    """One tree line: pid, name (or child id), class, worker, status; mailbox and restarts when not 0.
+
+    Short on purpose (the numbers are in the process table), so that a line fits the tree's half of a
+    160-column terminal.
+    """
     text = Text()
     text.append(str(actor.get("pid", "?")), style="bold cyan")
     name = actor.get("name")
@@ -200,14 +211,47 @@ def actor_label(actor: Actor) -> Text:
         text.append(" sup", style="blue")
     place = where(actor)
     text.append(" node" if place == "node" else f" w{place}")
-    mailbox = int(actor.get("mailbox") or 0)
-    text.append(f" mailbox={mailbox}", style="bold yellow" if mailbox else "")
-    text.append(f" handled={actor.get('handled', 0)}")
-    restarts = int(actor.get("restarts") or 0)
-    text.append(f" restarts={restarts}", style="bold red" if restarts else "")
     status = str(actor.get("status", "?"))
     text.append(f" {status}", style=_STATUS_STYLE.get(status, ""))
+    mailbox = int(actor.get("mailbox") or 0)
+    if mailbox:
+        text.append(f" mailbox={mailbox}", style="bold yellow")
+    restarts = int(actor.get("restarts") or 0)
+    if restarts:
+        text.append(f" restarts={restarts}", style="bold red")
     return text
+
+
+def matches(actor: Actor, pattern: str) -> bool:
+    """The ``/`` filter: ``pattern`` (case-insensitive) in the pid, name, class, or supervisor path."""
+    if not pattern:
+        return True
+    needle = pattern.lower()
+    fields = (actor.get("pid"), actor.get("name"), actor.get("class"), actor.get("key"))
+    return any(needle in str(f).lower() for f in fields if f)
+
+
+def unresponsive_workers(snapshot: Snapshot) -> list[Mapping[str, Any]]:
+    """The workers that are down or did not send their part of this snapshot in time."""
+    return [w for w in snapshot.get("workers", ())
+            if not w.get("alive", True) or w.get("responsive", True) is False]
+
+
+def worker_problems(snapshot: Snapshot) -> list[str]:
+    """One line per worker that is down or did not answer (``--once`` prints them instead of failing)."""
+    lines = []
+    for w in unresponsive_workers(snapshot):
+        lag = w.get("lag")
+        behind = f", its loop is {lag:.1f} s behind" if isinstance(lag, int | float) else ""
+        if not w.get("alive", True):
+            lines.append(f"worker {w.get('index')} is down (being replaced); its actors are not listed")
+            continue
+        lines.append(f"worker {w.get('index')} (os pid {w.get('os_pid', '?')}) did not answer{behind}: "
+                     "its actors are not listed")
+        if w.get("running"):
+            stack = list(w.get("stack") or ())
+            lines.append(f"  its loop is held by {w['running']}" + (f" at {stack[-1]}" if stack else ""))
+    return lines
 
 
 def tree_structure(snapshot: Snapshot) -> tuple[list[str], dict[str, list[str]]]:
@@ -422,6 +466,23 @@ def actor_details(actor: Actor, state: Mapping[str, Any] | None = None, *, max_r
     if actor.get("supervisor"):
         kids = actor.get("children") or []
         text.append(f"\nchildren  {', '.join(map(str, kids)) if kids else '-'}")
+    exits = actor.get("exits") or []
+    if exits:
+        when, reason = exits[-1]
+        text.append(f"\nlast exit {reason}  ({_clock(when)})", style="red")
+        text.append("\nhistory   ", style="bold")
+        text.append("  ".join(f"{_clock(t)} {r}" for t, r in exits[-5:]))
+    # Short, live things first (where it is, what waits), the state last: it can be long.
+    if state is not None and "error" not in state:
+        text.append_text(stack_text(state.get("stack")))
+        queue = state.get("queue")
+        if queue is not None:
+            queued = int(state.get("queued", len(queue)))
+            text.append(f"\n\nqueue ({queued} message{'s' if queued != 1 else ''})", style="bold")
+            for item in queue:
+                text.append(f"\n  {item}")
+            if queued > len(queue):
+                text.append(f"\n  … {queued - len(queue)} more", style="dim")
     text.append("\n\nstate\n", style="bold")
     if state is None:
         text.append("(loading…)", style="dim")
@@ -435,9 +496,58 @@ def actor_details(actor: Actor, state: Mapping[str, Any] | None = None, *, max_r
     return text
 
 
+def stack_text(sample: Mapping[str, Any] | None, *, frames: int = 12) -> Text:
+    """A sampled stack (the ``stack`` op): where the actor is ("running" holds the loop) and its innermost
+    ``frames`` frames, innermost last."""
+    text = Text()
+    if not sample:
+        return text
+    where_ = str(sample.get("where", "?"))
+    lines = list(sample.get("stack") or ())
+    text.append(f"\n\nstack ({where_})", style="bold red" if where_ == "running" else "bold")
+    if not lines:
+        text.append(" no handler in progress", style="dim")
+    if len(lines) > frames:
+        text.append(f"\n  … {len(lines) - frames} outer frames", style="dim")
+    for line in lines[-frames:]:
+        path, sep, rest = str(line).partition(":")
+        short = "/".join(path.split("/")[-2:]) if "/" in path else path  # the pane is narrow
+        text.append(f"\n  {short}{sep}{rest}")
+    return text
+
+
+def _clock(when: Any) -> str:
+    """A wall-clock time as ``HH:MM:SS`` (UTC): when an exit happened."""
+    if not isinstance(when, int | float):
+        return "?"
+    return time.strftime("%H:%M:%S", time.gmtime(when))
+
+
+def dead_letters_table(letters: Sequence[Mapping[str, Any]]) -> Table:
+    """Quarantined messages: id, key, times seen, when, the error, the message (reprs capped)."""
+    table = Table(title=f"dead letters ({len(letters)})", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False)
+    for header in ("id", "key", "count", "created"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("error", overflow="ellipsis", max_width=40, no_wrap=True)
+    table.add_column("message", overflow="ellipsis", max_width=50, no_wrap=True)
+    for row in dead_letter_rows(letters):
+        table.add_row(*row)
+    return table
+
+
+def dead_letter_rows(letters: Sequence[Mapping[str, Any]]) -> list[list[Text]]:
+    """The cells of :func:`dead_letters_table`, shared with the interactive view."""
+    return [[Text(str(d.get("id", "?"))), Text(str(d.get("key", ""))), Text(str(d.get("count", 1))),
+             Text(_clock(d.get("created"))), Text(str(d.get("error", "")), style="red"),
+             Text(str(d.get("message", "")))] for d in letters]
+
+
 def render_once(snapshot: Snapshot, *, sort: str = "mailbox", limit: int | None = None) -> Group:
     """Everything ``--once`` prints: the trees, the workers table and the process table."""
+    problems = [Text(line, style="bold red") for line in worker_problems(snapshot)]
     return Group(
+        *problems,
         supervision_tree(snapshot),
         Text(""),
         workers_table(snapshot),
