@@ -318,8 +318,8 @@ class Driver(Actor):
         # receive in supervisors.shutdown_many; see BENCHMARKS.md). Linked children die with it.
         self.exit(sup, "kill")
         if not here:
-            return {"seconds": seconds}
-        return {"seconds": seconds, "rss_per_child": rss / n}
+            return {"seconds": seconds, "sup_worker": sup.worker}
+        return {"seconds": seconds, "rss_per_child": rss / n, "sup_worker": sup.worker}
 
     async def _counter_calls(self, n: int, cls: type[Actor], name: Any) -> Any:
         """n sequential calls to a (persistent, when ``cls`` has a checkpoint) counter on this worker."""
