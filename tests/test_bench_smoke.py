@@ -37,3 +37,16 @@ def test_quick_registry_and_checkpoint_rows_yield_figures(tmp_path):
         assert row["median"] > 0
         assert row["ratio"] > 0
         assert isinstance(row["met"], bool)
+
+
+@pytest.mark.timeout(60)
+def test_quick_dynsup_rows_place_the_supervisor_on_the_worker_and_in_the_node(tmp_path):
+    out = tmp_path / "bench.json"
+    main(["--quick", "--only", "dynsup_start", "--only", "dynsup_start_node", "--reps", "1",
+          "--json", str(out)])
+    rows = json.loads(out.read_text())["scenarios"]
+    assert rows["dynsup_start"]["error"] is None and rows["dynsup_start"]["median"] > 0
+    assert rows["dynsup_start_node"]["error"] is None and rows["dynsup_start_node"]["median"] > 0
+    assert rows["dynsup_start_node"]["base"]["name"] == "dynsup_start"
+    assert rows["dynsup_start"]["extra"]["sup_worker"] == 0  # worker= given: beside its caller
+    assert rows["dynsup_start_node"]["extra"]["sup_worker"] == -1  # the default: the node process

@@ -163,7 +163,7 @@ class Driver(Actor):
         if kind == "get_or_spawn":
             return await self._get_or_spawn(n)
         if kind == "dynsup":
-            return await self._dynsup(n)
+            return await self._dynsup(n, here=rest[0] if rest else True)
         if kind == "counter_calls":
             return await self._counter_calls(n, cls=rest[0], name=rest[1])
         if kind == "call_targets":
@@ -296,13 +296,16 @@ class Driver(Actor):
         self._kill([pid])
         return {"seconds": seconds}
 
-    async def _dynsup(self, n: int) -> Any:
-        """A DynamicSupervisor on this worker starts n idle children, one ``start_child`` each.
+    async def _dynsup(self, n: int, here: bool) -> Any:
+        """A DynamicSupervisor starts n idle children, one ``start_child`` each, from this actor.
 
-        Memory is the worker's RSS growth (children, the supervisor's bookkeeping and the specs it
-        keeps), per child: meaningful on the first run in a fresh worker only.
+        ``here``: the supervisor is on this worker (``worker=`` given), and so are its children; else it
+        is where supervisors live by default, the node process (API section 12), and its children go
+        round-robin over the workers: each start is then a call to the node and a spawn RPC from it.
+        Memory is this worker's RSS growth per child (children, the supervisor's bookkeeping and the
+        specs it keeps): meaningful on the first run in a fresh worker, and only when ``here``.
         """
-        sup = await self.spawn(DynamicSupervisor)
+        sup = await self.spawn(DynamicSupervisor, worker=self.pid.worker if here else None)
         gc.collect()
         rss0 = psutil.Process().memory_info().rss
         t0 = time.perf_counter()
@@ -314,7 +317,9 @@ class Driver(Actor):
         # Killed, not stopped: an orderly stop of 100k children takes minutes (quadratic selective
         # receive in supervisors.shutdown_many; see BENCHMARKS.md). Linked children die with it.
         self.exit(sup, "kill")
-        return {"seconds": seconds, "rss_per_child": rss / n}
+        if not here:
+            return {"seconds": seconds, "sup_worker": sup.worker}
+        return {"seconds": seconds, "rss_per_child": rss / n, "sup_worker": sup.worker}
 
     async def _counter_calls(self, n: int, cls: type[Actor], name: Any) -> Any:
         """n sequential calls to a (persistent, when ``cls`` has a checkpoint) counter on this worker."""

@@ -133,8 +133,10 @@ ROWS: tuple[Row, ...] = (
         Base("ours", "local_cast", label="ours, cast by pid"), Target(0.8)),
     Row("get_or_spawn", "get_or_spawn of a running name", 200_000,
         Base("ours", "local_call", label="ours, local call"), Target(), extra_floors=("dict_lookup",)),
-    Row("dynsup_start", "DynamicSupervisor starts children", 100_000,
+    Row("dynsup_start", "DynamicSupervisor starts children, on the caller's worker", 100_000,
         Base("ours", "spawn", label="ours, plain spawn"), Target()),
+    Row("dynsup_start_node", "DynamicSupervisor starts children, in the node process", 30_000,
+        Base("ours", "dynsup_start", label="ours, supervisor on the caller's worker"), Target()),
     Row("restart_10k", "restart children after SIGKILL of their worker", 10_000,
         Base("ours", "spawn", label="ours, plain spawn"), Target()),
     # issue 4: checkpoints

@@ -138,9 +138,18 @@ async def get_or_spawn_existing(node: Node, n: int) -> Figure:
 
 
 async def dynsup_start(node: Node, n: int) -> Figure:
-    """A DynamicSupervisor starts n idle children, one awaited ``start_child`` each (children/s)."""
-    r = await _drive(node, ("dynsup", n))
-    return Figure.rate(n, r["seconds"], "child/s", rss_per_child=r["rss_per_child"])
+    """A DynamicSupervisor on worker 0 (``worker=`` given) starts n idle children there, one awaited
+    ``start_child`` each from an actor on worker 0 (children/s)."""
+    r = await _drive(node, ("dynsup", n, True))
+    return Figure.rate(n, r["seconds"], "child/s", rss_per_child=r["rss_per_child"],
+                       sup_worker=r["sup_worker"])
+
+
+async def dynsup_start_node(node: Node, n: int) -> Figure:
+    """The same from a DynamicSupervisor placed by default, in the node process: each ``start_child``
+    is a call from worker 0 to the node and a spawn RPC from there to a worker (children/s)."""
+    r = await _drive(node, ("dynsup", n, False))
+    return Figure.rate(n, r["seconds"], "child/s", sup_worker=r["sup_worker"])
 
 
 async def restart_after_kill(node: Node, n: int) -> Figure:
@@ -308,6 +317,7 @@ SCENARIOS: dict[str, Scenario] = {
     "send_by_name": send_by_name,
     "get_or_spawn": get_or_spawn_existing,
     "dynsup_start": dynsup_start,
+    "dynsup_start_node": dynsup_start_node,
     "restart_10k": restart_after_kill,
     "plain_counter": plain_counter,
     "ckpt_volatile": ckpt_volatile,
