@@ -31,6 +31,9 @@ from tests.reliability.test_row18_runner_survives_worker_kills import (  # noqa:
     wait_line,
 )
 
+#: Long enough that a worker's first start on a loaded 2-CPU machine (several test suites at once) is
+#: not taken for a stuck one; a stuck attempt (SIGSTOPped before ready) costs this much.
+START_TIMEOUT = 4.0
 
 class Echo(Actor):
     async def handle_call(self, request: Any, caller: Any) -> Any:
@@ -50,7 +53,7 @@ def test_stuck_replacement_is_killed_and_retried(fail_file: Path, caplog: pytest
     figures: dict[str, float] = {}
 
     async def main() -> None:
-        async with Node(workers=2, start_timeout=1.0) as node:
+        async with Node(workers=2, start_timeout=START_TIMEOUT) as node:
             async with asyncio.timeout(40):
                 old = node.workers[1]
                 ref = node.monitor(await node.spawn(Echo, worker=1))
@@ -72,7 +75,7 @@ def test_stuck_replacement_is_killed_and_retried(fail_file: Path, caplog: pytest
         kernel.run(main())
     retries = [r.getMessage() for r in caplog.records if "could not replace worker 1" in r.getMessage()]
     assert len(retries) == 2 and "attempt 1 of 5" in retries[0], retries
-    assert "not ready within start_timeout=1.0s" in retries[0]
+    assert f"not ready within start_timeout={START_TIMEOUT}s" in retries[0]
     record(20, "test_stuck_replacement_is_killed_and_retried", stuck_attempts=2,
            **{k: round(v, 3) for k, v in figures.items()})
 
@@ -81,7 +84,7 @@ def test_replacement_that_keeps_failing_fails_the_node_loudly(fail_file: Path) -
     figures: dict[str, float] = {}
 
     async def main() -> None:
-        async with Node(workers=2, start_timeout=1.0) as node:
+        async with Node(workers=2, start_timeout=START_TIMEOUT) as node:
             async with asyncio.timeout(40):
                 ref = node.monitor(await node.spawn(Echo, worker=1))
                 fail_file.write_text("99 exit")
