@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -58,36 +59,31 @@ def _parser() -> argparse.ArgumentParser:
                      help="node name, used by `python -m tools.observer --node NAME`")
     run.add_argument("--asgi", default=None, metavar="MODULE:APP",
                      help="serve this ASGI application (FastAPI, Starlette...) from every worker")
-    run.add_argument("--port", type=_port, default=None, metavar="N", help="the ASGI front's TCP port")
+    run.add_argument("--port", type=_tcp_port(1), default=None, metavar="N", help="the ASGI front's TCP port")
     run.add_argument("--host", default="127.0.0.1", metavar="H",
                      help="the ASGI front's address (default 127.0.0.1)")
-    run.add_argument("--metrics-port", type=_metrics_port, default=None, metavar="PORT",
+    run.add_argument("--metrics-port", type=_tcp_port(0), default=None, metavar="PORT",
                      help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                      help="address /metrics listens on (default 127.0.0.1; 0.0.0.0 for a remote Prometheus)")
     return parser
 
 
-def _port(text: str) -> int:
-    """``--port``: a TCP port number, refused by argparse before a node boots."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a TCP port number, got {text!r}") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"expected a TCP port number 1..65535, got {value}")
-    return value
+def _tcp_port(lowest: int) -> Callable[[str], int]:
+    """An argparse type for a TCP port from ``lowest`` (1, or 0 for "any free one") to 65535, refused
+    by argparse (usage + exit 2) before a node boots."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a TCP port number {lowest}-65535, got {text!r}") from None
+        if not lowest <= value <= 65535:
+            raise argparse.ArgumentTypeError(f"expected a TCP port number {lowest}-65535, got {value}")
+        return value
 
-def _metrics_port(text: str) -> int:
-    """``--metrics-port``: a TCP port, or 0 for any free one; refused by argparse before a node boots."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a TCP port number 0-65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port number 0-65535, got {value}")
-    return value
+    return parse
 
 
 def load_children(target: str) -> list[ChildSpec]:
