@@ -50,3 +50,14 @@ def test_quick_dynsup_rows_place_the_supervisor_on_the_worker_and_in_the_node(tm
     assert rows["dynsup_start_node"]["base"]["name"] == "dynsup_start"
     assert rows["dynsup_start"]["extra"]["sup_worker"] == 0  # worker= given: beside its caller
     assert rows["dynsup_start_node"]["extra"]["sup_worker"] == -1  # the default: the node process
+
+
+@pytest.mark.timeout(60)
+def test_quick_stop_to_down_row_measures_the_heartbeat_beside_a_kill(tmp_path):
+    out = tmp_path / "bench.json"
+    main(["--quick", "--only", "stop_to_down", "--reps", "1", "--json", str(out)])
+    rows = json.loads(out.read_text())["scenarios"]
+    row = rows["stop_to_down"]
+    assert row["error"] is None and row["unit"] == "s"
+    # A stopped worker is found by the heartbeat (worker_timeout=1.0), a killed one by its exit.
+    assert row["median"] >= 1.0 > row["base_value"]

@@ -139,6 +139,8 @@ ROWS: tuple[Row, ...] = (
         Base("ours", "dynsup_start", label="ours, supervisor on the caller's worker"), Target()),
     Row("restart_10k", "restart children after SIGKILL of their worker", 10_000,
         Base("ours", "spawn", label="ours, plain spawn"), Target()),
+    Row("stop_to_down", "SIGSTOP of a worker to Down, worker_timeout=1.0 (s)", 3,
+        Base("ours", "kill_to_down", label="ours, SIGKILL of a worker to Down"), Target()),
     # issue 4: checkpoints
     Row("ckpt_volatile", "checkpoint every=1, durable=False", 100_000,
         Base("ours", "plain_counter", label="ours, same calls, no checkpoint"),
@@ -158,7 +160,8 @@ ROWS: tuple[Row, ...] = (
         extra_floors=("cpu_scaling_raw",)),
 )
 # Scenarios that are only ever the base of another row.
-HIDDEN_N: dict[str, int] = {"plain_counter": 100_000, "cpu_1worker": 400, "call_no_spinner": 2_000}
+HIDDEN_N: dict[str, int] = {"plain_counter": 100_000, "cpu_1worker": 400, "call_no_spinner": 2_000,
+                            "kill_to_down": 3}
 ROW_BY_NAME = {row.name: row for row in ROWS}
 
 
@@ -192,7 +195,7 @@ class Results:
 
 
 def _n(full: int, quick: bool) -> int:
-    return max(full // QUICK_DIVISOR, 200) if quick else full
+    return max(full // QUICK_DIVISOR, min(full, 200)) if quick else full
 
 
 def _scenario_n(name: str, quick: bool, full: bool) -> int:

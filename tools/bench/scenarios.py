@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +27,10 @@ from tools.bench.figure import Figure
 TIMEOUT = 600.0
 RING_SIZE = 1000
 CALLERS = 100
+#: The worker_timeout of the node that ``stop_to_down`` measures (the bench's own node keeps 30 s).
+HANG_TIMEOUT = 1.0
+#: Put on tools.bench.hang's PYTHONPATH so it runs this very tree.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 Scenario = Callable[[Node, int], Awaitable[Figure]]
 
@@ -76,6 +82,30 @@ async def call_behind_spinner(node: Node, n: int) -> Figure:
 async def call_no_spinner(node: Node, n: int) -> Figure:
     """The same calls with worker 1 otherwise idle (ms)."""
     return await _spinner_calls(node, n, False)
+
+
+async def _down_after(sig: str, n: int) -> Figure:
+    """Median seconds, over n trials in a node of its own (``tools.bench.hang``), from the signal to
+    worker 1 to the ``Down`` of an actor on it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tools.bench.hang", "--signal", sig, "--worker-timeout", str(HANG_TIMEOUT),
+        "--trials", str(n), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tools.bench.hang --signal {sig} failed: {err.decode()[-500:]}")
+    seconds = sorted(json.loads(out)["seconds"])
+    return Figure(seconds[(len(seconds) - 1) // 2], "s", {"max_s": seconds[-1]})
+
+
+async def stop_to_down(node: Node, n: int) -> Figure:
+    """SIGSTOP of worker 1 to the Down of its actor, ``worker_timeout=1.0`` (s): the heartbeat's delay."""
+    return await _down_after("STOP", n)
+
+
+async def kill_to_down(node: Node, n: int) -> Figure:
+    """SIGKILL of worker 1 to the Down of its actor (s): what noticing an exit costs, the base."""
+    return await _down_after("KILL", n)
 
 
 async def cross_call(node: Node, n: int) -> Figure:
@@ -319,6 +349,8 @@ SCENARIOS: dict[str, Scenario] = {
     "dynsup_start": dynsup_start,
     "dynsup_start_node": dynsup_start_node,
     "restart_10k": restart_after_kill,
+    "stop_to_down": stop_to_down,
+    "kill_to_down": kill_to_down,
     "plain_counter": plain_counter,
     "ckpt_volatile": ckpt_volatile,
     "ckpt_durable": ckpt_durable,
