@@ -32,8 +32,6 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from .actor import Actor, Checkpoint
-from .context import current, current_or_none
 from .errors import (
     ActorExited,
     AlreadyStarted,
@@ -52,8 +50,10 @@ from .errors import (
     UnsafeStateFile,
     WorkerStartFailed,
 )
-from .node import Node
-from .process import NodeContext, Process
+from .node.node import Node
+from .process.actor import Actor, Checkpoint
+from .process.context import current, current_or_none
+from .process.raw import NodeContext, Process
 from .terms import Crash, Down, Exit, NoReply, Pid, Ref
 
 __all__ = [
@@ -240,7 +240,7 @@ async def stop(dest: Any, reason: Any = "normal", timeout: float = 5.0) -> None:
 
 async def register(name: Any, pid: Pid) -> None:
     """Register ``name`` for ``pid``; ``AlreadyStarted(holder)`` if taken, ``NoProc`` if ``pid`` is dead."""
-    from .names import check_name
+    from .routing.name_table import check_name
     from .terms import NODE
 
     check_name(name)
@@ -251,7 +251,7 @@ async def register(name: Any, pid: Pid) -> None:
 
 async def unregister(name: Any) -> bool:
     """Remove ``name``; returns False if it was not registered. The holder keeps running."""
-    from .names import check_name
+    from .routing.name_table import check_name
     from .terms import NODE
 
     check_name(name)

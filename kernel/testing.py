@@ -37,7 +37,7 @@ import psutil
 import pytest
 import uvloop
 
-from .node import Node
+from .node.node import Node
 from .testkit import Facts, hang_worker, kill_worker, resume_worker, run_node, settle, wait_down, wait_facts
 
 __all__ = ["Facts", "NodeRunner", "hang_worker", "kill_worker", "resume_worker", "run_node", "run_on",
@@ -125,7 +125,7 @@ def _workers_of_this_process() -> set[int]:
     found = set()
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if child.status() != psutil.STATUS_ZOMBIE and "kernel.worker" in child.cmdline():
+            if child.status() != psutil.STATUS_ZOMBIE and "kernel.node.worker" in child.cmdline():
                 found.add(child.pid)
     return found
 

@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from . import run as kernel_run  # the package is initialised before any of its users imports this
-from .actor import Actor
 from .errors import ActorExited, KernelError, NoProc
-from .node import Node
+from .node.node import Node
+from .process.actor import Actor
 from .terms import Down, NoReply, Pid
 
 T = TypeVar("T")

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from kernel import checkpoints
-from kernel.checkpoints import Activate, CheckpointStore, GroupCommitter, Write
-from kernel.codec import encode, key_from_text, key_to_text
 from kernel.errors import CheckpointWriteFailed, NotSerializable, StaleEpoch
+from kernel.persistence import store as checkpoints
+from kernel.persistence.codec import encode, key_from_text, key_to_text
+from kernel.persistence.store import Activate, CheckpointStore, GroupCommitter, Write
 
 ROOT = Path(__file__).resolve().parents[1]
 

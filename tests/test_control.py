@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from kernel import control
-from kernel.control import (
+from kernel.node import control
+from kernel.node.control import (
     AuthenticationFailed,
     ControlClient,
     ControlError,

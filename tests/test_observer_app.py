@@ -15,7 +15,7 @@ from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, Tree
 
-from kernel.control import ControlError
+from kernel.node.control import ControlError
 from tools.observer.app import Confirm, ConfirmKill, ConfirmStop, DeadLettersScreen, HelpScreen, ObserverApp
 from tools.observer.sample import sample_snapshot
 

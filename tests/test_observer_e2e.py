@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from kernel import Actor, Node, Pid
-from kernel.control import ControlClient, ControlError, ControlServer, list_nodes
+from kernel.node.control import ControlClient, ControlError, ControlServer, list_nodes
 from tools.observer import render
 from tools.observer.__main__ import main as observer_main
 

@@ -12,7 +12,7 @@ import pytest
 
 import kernel
 from kernel import ActorExited, Down, Node, Quarantined
-from kernel.control import ControlClient, ControlError
+from kernel.node.control import ControlClient, ControlError
 from supervisors import ChildSpec, Supervisor, which_children
 from tests.kernel_support import run_node
 from tests.test_quarantine import Fragile, _dead_letters

@@ -193,7 +193,7 @@ def test_once_without_nodes_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.usefixtures("private_runtime")
 def test_once_against_a_control_server(capsys: pytest.CaptureFixture[str]) -> None:
-    from kernel.control import ControlServer
+    from kernel.node.control import ControlServer
 
     async def handler(req: dict[str, Any]) -> dict[str, Any]:
         assert req == {"op": "snapshot"}

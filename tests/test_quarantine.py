@@ -8,7 +8,7 @@ import pytest
 
 import kernel
 from kernel import ActorExited, Down, Node, Quarantined
-from kernel.control import ControlClient
+from kernel.node.control import ControlClient
 from supervisors import ChildSpec, Supervisor, which_children
 from tests.kernel_support import run_node
 

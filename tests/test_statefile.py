@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 
 import kernel
-from kernel import Actor, Checkpoint, Node, StateFileInUse, UnsafeStateFile, checkpoints, statefile
-from kernel.checkpoints import CheckpointStore, Write
-from kernel.codec import encode
-from kernel.control import ControlError
+from kernel import Actor, Checkpoint, Node, StateFileInUse, UnsafeStateFile
+from kernel.node.control import ControlError
+from kernel.persistence import statefile
+from kernel.persistence import store as checkpoints
+from kernel.persistence.codec import encode
+from kernel.persistence.store import CheckpointStore, Write
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUND = 30.0
@@ -321,7 +323,7 @@ def test_a_long_tmpdir_does_not_stop_a_node(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_an_over_long_socket_path_is_named() -> None:
-    from kernel.transport import Listener
+    from kernel.transport.sockets import Listener
 
     path = "/tmp/" + "x" * 120 + "/w0.sock"
     with pytest.raises(ValueError, match="x" * 120):
@@ -363,7 +365,7 @@ def test_a_replaced_incarnation_is_not_acknowledged_for_an_unchanged_durable_sta
     """A sets 1; B restores 1 and sets 2; A's ``set 1`` leaves A's state as it was. Its reply used to be
     released without a write (so without the epoch check): the zombie acknowledged a durable write
     that never happened, while the file held 2."""
-    from kernel.persistence import CheckpointService
+    from kernel.persistence.service import CheckpointService
 
     db = str(tmp_path / "app.db")
 

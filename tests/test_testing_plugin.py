@@ -45,8 +45,8 @@ ORPHAN = '''
 import subprocess, sys
 
 async def test_leaves_a_worker_behind(node):
-    # Stands in for a worker that escaped its node: a child process whose command line names kernel.worker.
-    subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()", "kernel.worker"])
+    # Stands in for a worker that escaped its node: a child process whose command line names the worker.
+    subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()", "kernel.node.worker"])
 '''
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pickle
 
-from kernel.transport import _Inbound
-from kernel.wire import HEADER
+from kernel.transport.sockets import _Inbound
+from kernel.transport.wire import HEADER
 
 
 def _inbound(out: list) -> _Inbound:

@@ -23,9 +23,10 @@ from rich.console import Console
 from rich.pretty import Pretty
 from rich.table import Table
 
-from kernel import StateFileInUse, UnsafeStateFile, checkpoints
-from kernel.codec import key_from_text, key_to_text
-from kernel.statefile import OwnerLock, check_private
+from kernel import StateFileInUse, UnsafeStateFile
+from kernel.persistence import store as checkpoints
+from kernel.persistence.codec import key_from_text, key_to_text
+from kernel.persistence.statefile import OwnerLock, check_private
 
 
 def _when(ts: float) -> str:

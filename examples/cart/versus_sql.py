@@ -61,7 +61,7 @@ from rich.table import Table
 
 import kernel
 from kernel import Node
-from kernel.checkpoints import WriterTurn
+from kernel.persistence.store import WriterTurn
 
 from .cart import cart_name
 from .web import echo_key, start_fronts

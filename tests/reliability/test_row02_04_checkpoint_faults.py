@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import kernel
-from kernel import Actor, ActorExited, Checkpoint, Crash, Node, checkpoints
+from kernel import Actor, ActorExited, Checkpoint, Crash, Node
+from kernel.persistence import store as checkpoints
 from supervisors import ChildSpec, Supervisor, which_children
 from tests.reliability.support import record, run_node, scale, soak_timeout, wait_down
 

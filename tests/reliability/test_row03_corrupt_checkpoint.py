@@ -28,8 +28,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from kernel import Actor, ActorExited, Checkpoint, Crash, Node, checkpoints
-from kernel.codec import key_to_text
+from kernel import Actor, ActorExited, Checkpoint, Crash, Node
+from kernel.persistence import store as checkpoints
+from kernel.persistence.codec import key_to_text
 from tests.reliability.support import record, run_node, scale, soak_timeout
 
 INITS = "r3-inits"  # a file next to the state file: one line per init() that ran

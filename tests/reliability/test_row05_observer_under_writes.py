@@ -19,8 +19,9 @@ import os
 import time
 from typing import Any
 
-from kernel import Actor, Checkpoint, Down, Node, checkpoints
-from kernel.control import ControlClient
+from kernel import Actor, Checkpoint, Down, Node
+from kernel.node.control import ControlClient
+from kernel.persistence import store as checkpoints
 from tests.reliability.support import SOAK, record, run_node, scale, soak_timeout
 
 #: SQLite's default wal_autocheckpoint is 1,000 pages (4 MB): the WAL restarts from its start after each

@@ -13,16 +13,8 @@ import threading
 import time
 from typing import Any
 
-from kernel import (
-    Actor,
-    ActorExited,
-    Checkpoint,
-    Crash,
-    KernelError,
-    Node,
-    NotSerializable,
-    checkpoints,
-)
+from kernel import Actor, ActorExited, Checkpoint, Crash, KernelError, Node, NotSerializable
+from kernel.persistence import store as checkpoints
 from tests.reliability.support import Collector, record, run_node, scale, wait_down
 
 #: An operation that does not fail within this is counted as a hang.

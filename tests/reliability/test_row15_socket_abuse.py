@@ -1,4 +1,4 @@
-"""Row 15: abuse of the worker sockets (kernel/transport.py's Listener), before authentication.
+"""Row 15: abuse of the worker sockets (kernel/transport/sockets.py's Listener), before authentication.
 
 Attacks: a client without the secret that sends a pickle frame at once, a wrong-key HMAC, a replayed
 handshake answer (recorded from a real authenticated connection), random bytes, a peer of another
@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from kernel import Actor, Node, transport
+from kernel import Actor, Node
+from kernel.transport import sockets as transport
 from tests.kernel_support import probe_as_nobody
 from tests.reliability.support import record, run_node, scale
 

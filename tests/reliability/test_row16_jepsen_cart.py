@@ -29,7 +29,8 @@ import signal
 import time
 from typing import Any
 
-from kernel import Actor, ActorExited, Checkpoint, Crash, KernelError, Node, NoReply, checkpoints
+from kernel import Actor, ActorExited, Checkpoint, Crash, KernelError, Node, NoReply
+from kernel.persistence import store as checkpoints
 from registry import get_or_spawn
 from tests.reliability.support import SOAK, record, run_node, scale, soak_timeout
 from tests.reliability.test_row02_04_checkpoint_faults import Filler

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import kernel
-from kernel.control import ControlClient
+from kernel.node.control import ControlClient
 from kernel.terms import NODE
 from tests.reliability.support import record
 

@@ -138,7 +138,7 @@ class LockHolder(Actor):
         import fcntl
         import sqlite3
 
-        from kernel.checkpoints import WRITER_LOCK
+        from kernel.persistence.store import WRITER_LOCK
 
         path = request
         self.turn = os.open(path + WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)

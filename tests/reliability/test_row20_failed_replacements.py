@@ -23,7 +23,7 @@ import pytest
 
 import kernel
 from kernel import Actor, Node, WorkerStartFailed
-from kernel.worker import STALL_ENV
+from kernel.node.worker import STALL_ENV
 from tests.reliability.support import record, wait_down
 from tests.reliability.test_row18_runner_survives_worker_kills import (  # noqa: F401 - a fixture
     runtime_dir,

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import sqlite_utils  # noqa: E402
 
-from kernel.checkpoints import CheckpointStore, GroupCommitter, Write  # noqa: E402
+from kernel.persistence.store import CheckpointStore, GroupCommitter, Write  # noqa: E402
 
 STATE = {"user": "u42", "items": [("apple", 3), ("pear", 1)] * 10, "total": 12.5}
 

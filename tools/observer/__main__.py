@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from kernel.control import ControlError, list_nodes, request, runtime_dir
+from kernel.node.control import ControlError, list_nodes, request, runtime_dir
 
 from . import render
 from .client import pick_node

@@ -33,7 +33,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static, Tree
 from textual.widgets.tree import TreeNode
 
-from kernel.control import ControlError
+from kernel.node.control import ControlError
 
 from . import render
 from .client import Source

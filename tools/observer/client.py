@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from kernel.control import ControlClient, ControlError
+from kernel.node.control import ControlClient, ControlError
 
 __all__ = ["NodeSource", "Source", "pick_node"]
 

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .runtime import Runtime
+from ..routing.runtime import Runtime
 
 __all__ = ["LAG_WARNING", "Heartbeat"]
 

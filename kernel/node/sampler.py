@@ -26,7 +26,7 @@ import traceback
 from types import FrameType
 from typing import Any
 
-from .proc import Proc
+from ..process.base import Proc
 
 __all__ = ["MAX_FRAMES", "address", "ask", "sample", "serve"]
 

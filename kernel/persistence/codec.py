@@ -25,7 +25,7 @@ import math
 import pickle
 from typing import Any, Protocol
 
-from .errors import NotSerializable
+from ..errors import NotSerializable
 
 __all__ = [
     "JSON",

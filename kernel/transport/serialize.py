@@ -12,8 +12,8 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import NotSerializable
-from .terms import Pid, Ref
+from ..errors import NotSerializable
+from ..terms import Pid, Ref
 
 __all__ = ["dumps", "loads", "plain"]
 

@@ -1,4 +1,4 @@
-"""The worker process: ``python -m kernel.worker``, started by the node, never by hand.
+"""The worker process: ``python -m kernel.node.worker``, started by the node, never by hand.
 
 It reads its configuration (and the node's secret) as one JSON line on stdin, so the secret never
 appears in argv or the environment. Then it runs one uvloop event loop hosting many actors until the
@@ -19,11 +19,11 @@ from typing import Any
 
 import uvloop
 
+from ..persistence.service import CheckpointService
+from ..routing.runtime import Runtime
+from ..terms import NODE, Pid
 from . import metrics, sampler
 from .node import describe_actors, state_info
-from .persistence import CheckpointService
-from .runtime import Runtime
-from .terms import NODE, Pid
 
 log = logging.getLogger("kernel.worker")
 

@@ -27,18 +27,20 @@ import threading
 import time
 from typing import Any
 
-from . import metrics, sampler, statefile, wire
-from .actor import Actor
-from .authority import Authority
-from .context import _current
+from ..errors import ActorExited, CallTimeout, KernelError, WorkerStartFailed
+from ..persistence import statefile
+from ..process.actor import Actor
+from ..process.context import _current
+from ..process.raw import NodeContext
+from ..routing.authority import Authority
+from ..routing.name_table import check_name
+from ..routing.runtime import Runtime
+from ..terms import NODE, Pid, Ref
+from ..transport import wire
+from ..transport.wire import MAX_MESSAGE, MIN_MESSAGE, SEND_BUFFER
+from . import metrics, sampler
 from .control import ControlError, ControlServer, validate_node_name
-from .errors import ActorExited, CallTimeout, KernelError, WorkerStartFailed
 from .heartbeat import Heartbeat
-from .names import check_name
-from .process import NodeContext
-from .runtime import Runtime
-from .terms import NODE, Pid, Ref
-from .wire import MAX_MESSAGE, MIN_MESSAGE, SEND_BUFFER
 
 __all__ = ["Node"]
 
@@ -64,8 +66,8 @@ _SNAPSHOT_WAIT = 1.5
 _SAMPLER_WAIT = 0.4
 #: Control-socket ops that ask one worker (an actor's state, a kill) wait at most this.
 _CONTROL_WAIT = 5.0
-#: Put on the workers' PYTHONPATH so `python -m kernel.worker` finds this very kernel.
-_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Put on the workers' PYTHONPATH so `python -m kernel.node.worker` finds this very kernel.
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Node:
@@ -281,7 +283,7 @@ class Node:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH", "")]))
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "kernel.worker", stdin=asyncio.subprocess.PIPE, env=env)
+                sys.executable, "-m", "kernel.node.worker", stdin=asyncio.subprocess.PIPE, env=env)
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(config).encode() + b"\n")
             self._procs[index] = proc
@@ -681,8 +683,8 @@ class Node:
 
     async def _dead_letter(self, op: str, letter_id: int) -> dict[str, Any]:
         """Replay a quarantined message to its actor (lifting the quarantine first), or drop it."""
-        from . import checkpoints
-        from .serialize import loads
+        from ..persistence import store as checkpoints
+        from ..transport.serialize import loads
 
         letters = {d.id: d for d in await asyncio.to_thread(checkpoints.dead_letters, self.state_path)}
         letter = letters.get(letter_id)
@@ -712,8 +714,8 @@ class Node:
 
 def _list_dead_letters(path: str) -> list[dict[str, Any]]:
     """The quarantined messages as JSON for the observer: id, key, error, count, created, message repr."""
-    from . import checkpoints
-    from .serialize import loads
+    from ..persistence import store as checkpoints
+    from ..transport.serialize import loads
 
     try:
         letters = checkpoints.dead_letters(path)

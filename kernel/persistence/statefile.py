@@ -27,7 +27,7 @@ import stat
 import tempfile
 import time
 
-from .errors import StateFileInUse, UnsafeStateFile
+from ..errors import StateFileInUse, UnsafeStateFile
 
 __all__ = ["OWNER_LOCK", "OwnerLock", "check_private", "create_private", "keep_open", "make_temporary",
            "remove_temporary", "sweep_temporary", "validate"]

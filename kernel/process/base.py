@@ -16,12 +16,12 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from . import wire
-from .metrics import exit_kind
-from .terms import Down, Exit, Pid, Reason, Ref
+from ..node.metrics import exit_kind
+from ..terms import Down, Exit, Pid, Reason, Ref
+from ..transport import wire
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from ..routing.runtime import Runtime
 
 __all__ = ["Proc"]
 

@@ -32,7 +32,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from .errors import MessageTooLarge
+from ..errors import MessageTooLarge
 from .serialize import loads
 from .wire import HEADER, MAX_MESSAGE, SEND_BUFFER
 

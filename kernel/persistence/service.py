@@ -15,13 +15,13 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .actor import Actor
+from ..errors import ActorExited, NotSerializable
+from ..process.actor import Actor
+from ..terms import Crash
 from .codec import encode
-from .errors import ActorExited, NotSerializable
-from .terms import Crash
 
 if TYPE_CHECKING:
-    from .checkpoints import GroupCommitter
+    from .store import GroupCommitter
 
 __all__ = ["CheckpointService"]
 
@@ -83,7 +83,7 @@ class CheckpointService:
         if self._opening is None:
             loop = asyncio.get_running_loop()
             self._opening = loop.create_future()
-            from .checkpoints import GroupCommitter  # SQLite tooling loads only where it is used
+            from .store import GroupCommitter  # SQLite tooling loads only where it is used
 
             try:
                 committer = await GroupCommitter.open(self.path, synchronous=self.synchronous,

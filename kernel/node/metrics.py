@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .terms import Crash
+from ..terms import Crash
 
 __all__ = ["exit_kind", "serve", "validate_port", "worker_metrics"]
 
@@ -55,7 +55,7 @@ def worker_metrics(rt: Any) -> dict[str, Any]:
     ``restarts`` is keyed by the worker index that hosts each restarted child, as counted by the
     supervisors that live in this process.
     """
-    from .process import NodeContext
+    from ..process.raw import NodeContext
 
     handled = rt.handled_done
     depth = 0
@@ -100,7 +100,7 @@ def _families(parts: Mapping[str, dict[str, Any]]) -> Iterator[Any]:
     """The metric families of one scrape: ``parts`` maps a worker label to its part (or ``{}``)."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-    from .checkpoints import COMMIT_BUCKETS  # here: `import kernel` must not pay for sqlite_utils
+    from ..persistence.store import COMMIT_BUCKETS  # here: `import kernel` must not pay for sqlite_utils
 
     def family(kind: Any, name: str, doc: str, key: str, labels: tuple[str, ...] = ("worker",)) -> Any:
         fam = kind(name, doc, labels=list(labels))

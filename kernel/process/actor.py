@@ -15,12 +15,12 @@ from collections import deque
 from time import perf_counter
 from typing import Any, ClassVar, TypeVar
 
-from . import wire
+from ..errors import ActorExited, KernelError, MailboxFull, Quarantined
+from ..terms import Crash, NoReply, Reason
+from ..transport import wire
+from .base import Proc
 from .context import _current
-from .errors import ActorExited, KernelError, MailboxFull, Quarantined
-from .proc import Proc
-from .process import receive
-from .terms import Crash, NoReply, Reason
+from .raw import receive
 
 __all__ = ["Actor", "Checkpoint"]
 

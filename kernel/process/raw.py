@@ -14,11 +14,11 @@ from collections.abc import Callable, Coroutine
 from time import perf_counter
 from typing import Any
 
-from . import wire
+from ..errors import KernelError
+from ..terms import Crash, Reason
+from ..transport import wire
+from .base import Proc
 from .context import _current
-from .errors import KernelError
-from .proc import Proc
-from .terms import Crash, Reason
 
 __all__ = ["NodeContext", "Process", "receive"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from .errors import KernelError
+from ..errors import KernelError
 
 if TYPE_CHECKING:
-    from .proc import Proc
+    from .base import Proc
 
 __all__ = ["current", "current_or_none"]
 

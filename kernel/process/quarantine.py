@@ -17,7 +17,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .serialize import dumps
+from ..transport.serialize import dumps
 
 if TYPE_CHECKING:
     from .actor import Actor

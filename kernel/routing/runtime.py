@@ -23,17 +23,17 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from . import wire
-from .actor import SLICE, Actor
-from .context import _current
-from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable, Overloaded
-from .names import NameTable, check_name
-from .proc import Proc
-from .process import NodeContext, Process
-from .quarantine import Quarantine
-from .serialize import dumps, loads, plain
-from .terms import NODE, Crash, Pid, Ref
-from .transport import Listener, Peer
+from ..errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable, Overloaded
+from ..process.actor import SLICE, Actor
+from ..process.base import Proc
+from ..process.context import _current
+from ..process.quarantine import Quarantine
+from ..process.raw import NodeContext, Process
+from ..terms import NODE, Crash, Pid, Ref
+from ..transport import wire
+from ..transport.serialize import dumps, loads, plain
+from ..transport.sockets import Listener, Peer
+from .name_table import NameTable, check_name
 
 __all__ = ["Runtime", "socket_path"]
 

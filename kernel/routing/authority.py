@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 from typing import Any
 
-from .errors import ActorExited, AlreadyStarted, NoProc
+from ..errors import ActorExited, AlreadyStarted, NoProc
+from ..terms import NODE, Pid
 from .runtime import Runtime
-from .terms import NODE, Pid
 
 __all__ = ["Authority"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .terms import Pid
+from ..terms import Pid
 
 __all__ = ["NameTable", "check_name"]
 
