@@ -9,7 +9,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, NamedTuple
 
-__all__ = ["NODE", "Crash", "Down", "Exit", "NoReply", "Pid", "Reason", "Ref"]
+__all__ = ["NODE", "Crash", "Down", "Exit", "NoReply", "Pid", "Reason", "Ref", "exit_kind"]
 
 #: Worker index of the node process itself (the context that runs the user's ``async with Node()``).
 NODE = -1
@@ -99,3 +99,18 @@ class _NoReplyType:
 
 
 NoReply = _NoReplyType()
+
+#: Exit reasons counted under their own name in ``pyotp_exits_total`` (kernel/node/metrics.py); any other
+#: reason is "other", a crash is "crash" (the ``reason`` label must stay a small set).
+_REASONS = frozenset({"normal", "shutdown", "kill", "killed", "worker_down", "noproc", "noconnection"})
+
+
+def exit_kind(reason: Any) -> str:
+    """The ``reason`` label of ``pyotp_exits_total`` for one exit reason."""
+    if isinstance(reason, Crash):
+        return "crash"
+    if isinstance(reason, str):
+        return reason if reason in _REASONS else "other"
+    if isinstance(reason, tuple) and reason and reason[0] == "shutdown":
+        return "shutdown"
+    return "other"

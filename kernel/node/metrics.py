@@ -17,26 +17,10 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ..terms import Crash
+__all__ = ["serve", "validate_port", "worker_metrics"]
 
-__all__ = ["exit_kind", "serve", "validate_port", "worker_metrics"]
-
-#: Exit reasons counted under their own name; any other reason is "other", a crash is "crash" (the
-#: ``reason`` label must stay a small set).
-_REASONS = frozenset({"normal", "shutdown", "kill", "killed", "worker_down", "noproc", "noconnection"})
 #: How long one scrape waits for the node's loop to gather the workers' parts.
 SCRAPE_WAIT = 5.0
-
-
-def exit_kind(reason: Any) -> str:
-    """The ``reason`` label of ``pyotp_exits_total`` for one exit reason."""
-    if isinstance(reason, Crash):
-        return "crash"
-    if isinstance(reason, str):
-        return reason if reason in _REASONS else "other"
-    if isinstance(reason, tuple) and reason and reason[0] == "shutdown":
-        return "shutdown"
-    return "other"
 
 
 def validate_port(port: object, argument: str = "metrics_port") -> int | None:

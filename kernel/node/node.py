@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import os
 import re
-import reprlib
 import secrets
 import sqlite3
 import sys
@@ -29,7 +27,6 @@ from typing import Any
 
 from ..errors import ActorExited, CallTimeout, KernelError, WorkerStartFailed
 from ..persistence import statefile
-from ..process.actor import Actor
 from ..process.context import _current
 from ..process.raw import NodeContext
 from ..routing.authority import Authority
@@ -41,6 +38,7 @@ from ..transport.wire import MAX_MESSAGE, MIN_MESSAGE, SEND_BUFFER
 from . import metrics, sampler
 from .control import ControlError, ControlServer, validate_node_name
 from .heartbeat import Heartbeat
+from .introspection import KIND_NAMES, MESSAGE_REPR, REPR, describe_actors, state_info
 
 __all__ = ["Node"]
 
@@ -483,6 +481,13 @@ class Node:
         return self._ctx
 
     @property
+    def _running(self) -> Runtime:
+        """The node process's runtime (``context._rt`` as the concrete type); raises as ``context`` does."""
+        if self._rt is None or self._ctx is None or self._closing:
+            raise KernelError("the node is not running: use `async with Node(...) as node`")
+        return self._rt
+
+    @property
     def workers(self) -> list[int]:
         """Worker OS pids in worker-index order."""
         return list(self._os_pids)
@@ -520,7 +525,7 @@ class Node:
 
     async def stop(self, dest: Any, reason: Any = "normal", timeout: float = 5.0) -> None:
         """Stop ``dest`` the orderly way (``terminate`` runs); returns once it is gone."""
-        await self.context._rt.stop(self.context, dest, reason, timeout)
+        await self._running.stop(self.context, dest, reason, timeout)
 
     def monitor(self, dest: Any) -> Ref:
         return self.context.monitor(dest)
@@ -533,7 +538,7 @@ class Node:
 
     async def drain(self) -> None:
         """Wait until the bytes buffered towards every worker are back under ``send_buffer``."""
-        await self.context._rt.drain()
+        await self._running.drain()
 
     async def receive(self, match: Any = None, timeout: float | None = None) -> Any:
         """Selective receive on the node's own mailbox (``Down`` messages, raw sends to the node)."""
@@ -541,7 +546,7 @@ class Node:
 
     async def whereis(self, name: Any) -> Pid | None:
         check_name(name)
-        return self.context._rt.names.get(name)
+        return self._running.names.get(name)
 
     async def snapshot(self) -> dict[str, Any]:
         """A JSON-able picture of the node for the observer (see tools.observer), within about 2 s.
@@ -550,7 +555,7 @@ class Node:
         ``responsive``: a worker that did not send its part in time is listed with ``responsive: False``
         (and no actors), instead of holding the whole snapshot up.
         """
-        rt = self.context._rt
+        rt = self._running
         live = [i for i in range(self.size) if i not in rt.down]
         parts = await asyncio.gather(*(self._snapshot_part(i) for i in live))
         out_workers: list[dict[str, Any]] = []
@@ -592,7 +597,7 @@ class Node:
 
     async def _gather_metrics(self) -> dict[str, dict[str, Any]]:
         """Every process's counters for one scrape (kernel.metrics), keyed by the ``worker`` label."""
-        rt = self.context._rt
+        rt = self._running
         live = [i for i in range(self.size) if i not in rt.down]
         answers = await asyncio.gather(
             *(rt.rpc(i, "metrics", (), timeout=_SNAPSHOT_WAIT) for i in live), return_exceptions=True)
@@ -611,7 +616,7 @@ class Node:
         """One worker's part of the snapshot (or the exception), and, if it is late, what its sampler
         thread (kernel.sampler) says holds its loop: asked while the rpc still runs, so a hung worker
         costs no more than _SNAPSHOT_WAIT."""
-        rt = self.context._rt
+        rt = self._running
         rpc = asyncio.ensure_future(rt.rpc(index, "snapshot", (), timeout=_SNAPSHOT_WAIT))
         done, _ = await asyncio.wait({rpc}, timeout=_SNAPSHOT_WAIT - _SAMPLER_WAIT - 0.1)
         blocked = None
@@ -637,7 +642,7 @@ class Node:
         if op == "dead_letters":
             return {"letters": await asyncio.to_thread(_list_dead_letters, self.state_path)}
         pid = _parse_pid(request.get("pid"))
-        rt = self.context._rt
+        rt = self._running
         if pid == self.context.pid or rt.down.__contains__(pid.worker) or not rt.pid_is_current(pid):
             raise ControlError("noproc", f"no process {pid!r}")
         if op == "stack":
@@ -660,7 +665,7 @@ class Node:
             return {}
         if op == "stop":  # orderly: terminate runs, the exit reason is "normal"
             try:
-                await self.context._rt.stop(self.context, pid, "normal", _CONTROL_WAIT)
+                await self._running.stop(self.context, pid, "normal", _CONTROL_WAIT)
             except KernelError as exc:
                 raise ControlError("stop_failed", f"stop {pid!r}: {exc}") from None
             return {}
@@ -673,7 +678,7 @@ class Node:
         """Where ``pid`` is now (kernel.sampler): answered by its worker's sampler thread, so it works
         while that worker's loop is blocked."""
         if pid.worker == NODE:
-            return sampler.sample(self.context._rt.procs, threading.main_thread().ident or 0, pid.serial)
+            return sampler.sample(self._running.procs, threading.main_thread().ident or 0, pid.serial)
         try:
             return await sampler.ask(sampler.address(self._sockdir, pid.worker, pid.incarnation), pid.serial,
                                      _SNAPSHOT_WAIT)
@@ -692,7 +697,7 @@ class Node:
             raise ControlError("not_found", f"no dead letter {letter_id}")
         if op == "replay":
             kind, message = loads(letter.message)
-            rt = self.context._rt
+            rt = self._running
             for index in range(self.size):
                 if index not in rt.down:
                     rt.note(index, "unquarantine", letter.key, kind, message)
@@ -702,7 +707,7 @@ class Node:
             if kind == wire.CALL:
                 # The original caller is gone: the operator who replays it gets the answer instead.
                 try:
-                    answer = _repr.repr(await self.context.call(pid, message, 30.0))
+                    answer = REPR.repr(await self.context.call(pid, message, 30.0))
                 except KernelError as exc:
                     raise ControlError("replay_failed", f"replayed call failed: {exc}") from None
             else:
@@ -727,16 +732,16 @@ def _list_dead_letters(path: str) -> list[dict[str, Any]]:
     for d in letters:
         try:
             kind, message = loads(d.message)
-            shown = f"{_KINDS.get(kind, kind)}: {_msg_repr.repr(message)}"
+            shown = f"{KIND_NAMES.get(kind, kind)}: {MESSAGE_REPR.repr(message)}"
         except Exception as exc:  # a class that no longer imports: say so, keep listing
             shown = f"<cannot unpickle: {type(exc).__name__}: {exc}>"
-        out.append({"id": d.id, "key": _msg_repr.repr(d.key), "error": d.error[:400], "count": d.count,
+        out.append({"id": d.id, "key": MESSAGE_REPR.repr(d.key), "error": d.error[:400], "count": d.count,
                     "created": d.created, "message": shown})
     return out
 
 
 async def _find_by_key(node: Node, key: Any) -> Pid | None:
-    rt = node.context._rt
+    rt = node._running
     if type(key) is not Pid:
         with contextlib.suppress(TypeError):
             pid = rt.names.get(key)
@@ -762,71 +767,3 @@ def _parse_pid(text: Any) -> Pid:
         raise ControlError("bad_request", f"pid must look like <0.3>, got {text!r}")
     worker = NODE if match[1] == "node" else int(match[1])
     return Pid(worker, int(match[2]), int(match[3] or 0))
-
-
-_repr = reprlib.Repr()
-_repr.maxstring = 400
-_repr.maxother = 400
-_repr.maxlist = _repr.maxdict = 20
-
-
-#: Queued messages ``state`` shows (the first ones, oldest first), each repr capped by ``_msg_repr``.
-QUEUE_SHOWN = 10
-_msg_repr = reprlib.Repr()
-_msg_repr.maxstring = _msg_repr.maxother = 160
-_msg_repr.maxlist = _msg_repr.maxdict = _msg_repr.maxtuple = 8
-_KINDS = {wire.SEND: "send", wire.CAST: "cast", wire.CALL: "call"}
-
-
-def state_info(proc: Any) -> dict[str, Any]:
-    """What the observer shows of one actor: its state (truncated repr), links, monitors, and the first
-    :data:`QUEUE_SHOWN` queued messages (``"call: ('get', 3)"``) with the queue's length."""
-    mbox = proc._mbox or ()
-    queue = [f"{_KINDS.get(item[0], 'signal')}: {_msg_repr.repr(item[1])}"
-             for item in itertools.islice(mbox, QUEUE_SHOWN)]
-    return {
-        "repr": _repr.repr(getattr(proc, "state", None)),
-        "queued": len(mbox),
-        "queue": queue,
-        "links": sorted(repr(p) for p in (proc._links or ())),
-        "monitors": [repr(p) for p in (proc._monitors or {}).values()],
-        "watching": [repr(p) for p in (proc._watching or {}).values()],
-    }
-
-
-def describe_actors(rt: Runtime) -> list[dict[str, Any]]:
-    """What the snapshot shows of each process hosted by ``rt`` (the node's own context left out)."""
-    actors: list[dict[str, Any]] = []
-    for p in list(rt.procs.values()):
-        if isinstance(p, NodeContext):
-            continue
-        mbox = len(p._mbox) if p._mbox else 0
-        is_actor = isinstance(p, Actor)
-        actors.append({
-            "pid": repr(p.pid),
-            "worker": rt.index,
-            "name": None if p.name is None else str(p.name),
-            "class": f"{type(p).__module__}.{type(p).__qualname__}" if is_actor
-            else getattr(getattr(p, "_fn", None), "__qualname__", "process"),
-            "key": None if p.key is None else str(p.key),
-            "parent": None if p.parent is None else repr(p.parent),
-            "status": "exiting" if p._exiting else ("running" if p._task is not None and is_actor
-                                                    else "waiting"),
-            "mailbox": mbox,
-            "handled": p._handled,
-            "restarts": getattr(p, "restarts", 0),
-            "dropped": getattr(p, "dropped", 0),
-            "links": sorted(repr(x) for x in (p._links or ())),
-            "monitors": len(p._monitors or ()),
-            "memory": sys.getsizeof(p) + (sys.getsizeof(p.__dict__) if hasattr(p, "__dict__") else 0),
-            "supervisor": bool(getattr(type(p), "is_supervisor", False)),
-            "children": [repr(c) for c in p.children()] if hasattr(p, "children") else None,
-        })
-        # A supervisor counts its children's restarts by child id; the child's key is "<sup key>/<id>".
-        counts = getattr(p, "child_restarts", None)
-        if isinstance(counts, dict) and p.key is not None:
-            actors[-1]["child_restarts"] = {f"{p.key}/{cid}": n for cid, n in counts.items()}
-        history = getattr(p, "child_exits", None)
-        if isinstance(history, dict) and p.key is not None:
-            actors[-1]["child_exits"] = {f"{p.key}/{cid}": [list(e) for e in h] for cid, h in history.items()}
-    return actors

@@ -23,7 +23,7 @@ from ..persistence.service import CheckpointService
 from ..routing.runtime import Runtime
 from ..terms import NODE, Pid
 from . import metrics, sampler
-from .node import describe_actors, state_info
+from .introspection import describe_actors, state_info
 
 log = logging.getLogger("kernel.worker")
 

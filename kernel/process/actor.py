@@ -13,16 +13,19 @@ import inspect
 import logging
 from collections import deque
 from time import perf_counter
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from ..errors import ActorExited, KernelError, MailboxFull, Quarantined
 from ..terms import Crash, NoReply, Reason
 from ..transport import wire
-from .base import Proc
+from .base import Host, Proc
 from .context import _current
 from .raw import receive
 
-__all__ = ["Actor", "Checkpoint"]
+if TYPE_CHECKING:
+    from .quarantine import Quarantine
+
+__all__ = ["Actor", "ActorHost", "Checkpoint"]
 
 log = logging.getLogger("kernel")
 
@@ -32,6 +35,19 @@ _SEND, _CAST, _CALL = wire.SEND, wire.CAST, wire.CALL
 #: sockets, timers and other actors for more than a few ms.
 SLICE = 0.001
 _R = TypeVar("_R")
+
+
+class ActorHost(Host, Protocol):
+    """What an actor needs of its runtime beyond every process's ``Host``: the run queue, the
+    quarantine and the checkpoint hooks (``Runtime`` satisfies it)."""
+
+    quarantine: Quarantine
+    #: The quarantine's key -> digests table: empty in a healthy node, tested on every delivery.
+    blocked: dict[Any, set[bytes]]
+
+    def enqueue(self, actor: Actor) -> None: ...
+    async def before_exit(self, actor: Actor, reason: Any) -> None: ...
+    async def persist(self, actor: Actor, force: bool = False) -> None: ...
 
 
 class Checkpoint:
@@ -126,6 +142,7 @@ class Actor(Proc):
     quarantine_after: ClassVar[int | None] = 3
 
     state: Any
+    _rt: ActorHost
     #: What ``own`` was handed, released at exit (in the instance's ``__dict__``: None until the first).
     _owned: list[Any] | None = None
     _calling: Any

@@ -13,21 +13,60 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
-from ..node.metrics import exit_kind
-from ..terms import Down, Exit, Pid, Reason, Ref
+from ..terms import Down, Exit, Pid, Reason, Ref, exit_kind
 from ..transport import wire
 
-if TYPE_CHECKING:
-    from ..routing.runtime import Runtime
-
-__all__ = ["Proc"]
+__all__ = ["Host", "Proc"]
 
 log = logging.getLogger("kernel")
 
 _SEND, _CAST = wire.SEND, wire.CAST
+
+
+class Host(Protocol):
+    """What a process needs of the runtime that hosts it: the one view the process model has of it.
+
+    ``Proc`` and its kinds call into their runtime for every send, call, signal and spawn, and the
+    runtime (kernel/routing/runtime.py) creates them. Typing ``Proc._rt`` with this protocol instead of
+    ``Runtime`` keeps the import graph one way, TYPE_CHECKING imports included: routing imports the
+    process model, never the reverse. ``Runtime`` satisfies it structurally; a member is here because a
+    process (or a public function in ``kernel``) uses it. ``Actor`` adds its own (``ActorHost``).
+    """
+    loop: asyncio.AbstractEventLoop
+    #: This OS process's worker index (``NODE`` in the node process) and the node's worker count.
+    index: int
+    workers: int
+    #: Fast-path state read on delivery (see ``Runtime``).
+    inline: bool
+    solo: bool
+    slice_end: float
+    #: The checkpoint service when persistence is on (kernel/persistence/service.py), else None.
+    store: Any
+    exits: dict[str, int]
+    handled_done: int
+
+    def make_ref(self) -> Ref: ...
+    def local(self, pid: Pid) -> Proc | None: ...
+    def resolve(self, dest: Any, argument: str = "dest") -> Pid | None: ...
+    async def resolve_for_call(self, dest: Any) -> Pid | None: ...
+    def send(self, dest: Any, kind: int, message: Any) -> None: ...
+    def signal(self, pid: Pid, kind: int, *fields: Any) -> None: ...
+    def call(self, caller: Proc, dest: Any, request: Any,
+             timeout: float | None) -> Coroutine[Any, Any, Any]: ...
+    async def stop(self, caller: Proc, dest: Any, reason: Any, timeout: float | None) -> None: ...
+    def reply(self, caller: Any, value: Any) -> None: ...
+    def reply_from_handler(self, actor: Proc, caller: Any, value: Any) -> None: ...
+    def fail_caller(self, caller: Any, reason: Any, pid: Pid) -> None: ...
+    def fail_caller_with(self, caller: Any, error: BaseException) -> None: ...
+    async def rpc(self, index: int, op: str, args: tuple[Any, ...],
+                  hook: Callable[[Any], None] | None = None, timeout: float | None = None) -> Any: ...
+    async def spawn(self, spawner: Proc, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                    name: Any = None, worker: int | None = None, link: bool = False, monitor: bool = False,
+                    key: Any = None) -> Any: ...
+    def release(self, proc: Proc) -> None: ...
 
 
 class Proc:
@@ -59,7 +98,7 @@ class Proc:
     key: Any
     parent: Pid | None
     alive: bool
-    _rt: Runtime
+    _rt: Host
     _mbox: deque[Any] | None
     _task: asyncio.Task[Any] | None
     _links: set[Pid] | None
@@ -70,7 +109,7 @@ class Proc:
     _handled: int
     _waiter: asyncio.Future[None] | None
 
-    def _bind(self, rt: Runtime, pid: Pid, parent: Pid | None, name: Any, key: Any) -> None:
+    def _bind(self, rt: Host, pid: Pid, parent: Pid | None, name: Any, key: Any) -> None:
         self._rt = rt
         self.pid = pid
         self.parent = parent

@@ -15,16 +15,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..transport.serialize import dumps
 
 if TYPE_CHECKING:
-    from .actor import Actor
+    from .base import Host
 
 __all__ = ["Quarantine"]
 
 log = logging.getLogger("kernel.quarantine")
+
+
+class _Subject(Protocol):
+    """What the quarantine reads of an actor (``Actor``): its key, its limit and its runtime's store."""
+
+    @property
+    def key(self) -> Any: ...
+    @property
+    def quarantine_after(self) -> int | None: ...
+    @property
+    def _rt(self) -> Host: ...
 
 
 def _digest(kind: int, message: Any) -> bytes | None:
@@ -42,13 +53,13 @@ class Quarantine:
         #: key -> digests set aside; empty (falsy) in a healthy node, which is the fast path.
         self.blocked: dict[Any, set[bytes]] = {}
 
-    def is_blocked(self, actor: Actor, kind: int, message: Any) -> bool:
+    def is_blocked(self, actor: _Subject, kind: int, message: Any) -> bool:
         digests = self.blocked.get(actor.key)
         return bool(digests) and _digest(kind, message) in digests  # type: ignore[operator]
 
-    def crashed(self, actor: Actor, kind: int, message: Any, error: str) -> None:
+    def crashed(self, actor: _Subject, kind: int, message: Any, error: str) -> None:
         """Count a crash of ``actor`` on ``message``; at the limit, quarantine it."""
-        limit = type(actor).quarantine_after
+        limit = actor.quarantine_after
         if actor.key is None or not limit:
             return
         digest = _digest(kind, message)
