@@ -47,14 +47,15 @@ import re
 import secrets
 import socket
 import stat
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kernel.errors import KernelError
+
+from ..transport.auth import NONCE_BYTES, mac, peer_credentials, private_dir_problem
 
 __all__ = [
     "MAX_REQUEST",
@@ -97,12 +98,10 @@ LOG_BURST = 10
 LOG_WINDOW = 10.0
 
 PROTOCOL = 1
-_NONCE_BYTES = 32
+_NONCE_BYTES = NONCE_BYTES
 _KEY_BYTES = 32
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _PID_RE = re.compile(r"<(node|\d+)\.\d+(\.\d+)?>")
-# struct ucred { pid_t pid; uid_t uid; gid_t gid; } on Linux.
-_UCRED = struct.Struct("3i")
 
 #: What the node plugs in: one validated request dict in, one JSON-able result dict out. Raise
 #: :class:`ControlError` to answer an error the peer caused (``noproc``, ``bad_request``...).
@@ -194,19 +193,9 @@ def _candidate_dirs() -> list[Path]:
 
 
 def _check_private_dir(path: Path) -> None:
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise UnsafeRuntimeDir(message=f"{str(path)!r} is not a plain directory (a symlink or a file)")
-    if st.st_uid != os.getuid():
-        raise UnsafeRuntimeDir(
-            message=f"{str(path)!r} is owned by uid {st.st_uid}, not by us (uid {os.getuid()}); "
-            "someone else created it: remove it or set XDG_RUNTIME_DIR"
-        )
-    if st.st_mode & 0o077:
-        raise UnsafeRuntimeDir(
-            message=f"{str(path)!r} has mode {stat.S_IMODE(st.st_mode):#o}; it must be 0700 "
-            "(no group or other bits): chmod 700 it"
-        )
+    problem = private_dir_problem(path)  # kernel/transport/auth.py: lstat, so a symlink is refused
+    if problem is not None:
+        raise UnsafeRuntimeDir(message=f"{problem}; or set XDG_RUNTIME_DIR to a directory of your own")
 
 
 def _one_runtime_dir(path: Path, create: bool) -> Path:
@@ -311,8 +300,8 @@ def _sweep_dead(directory: Path) -> None:
 # ------------------------------------------------------------------------------------------ handshake
 
 
-def _mac(key: bytes, side: bytes, nonce: bytes) -> str:
-    return hmac.new(key, side + b":" + nonce, "sha256").hexdigest()
+def _mac(key: bytes, side: Literal["client", "server"], nonce: bytes) -> str:
+    return mac(key, side, nonce).hex()  # the transport's handshake, in hex for JSON
 
 
 def _encode(obj: dict[str, Any]) -> bytes:
@@ -370,16 +359,6 @@ def _write_key(path: Path, key: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def _peer_credentials(sock: Any) -> tuple[int, int, int] | None:
-    """(pid, uid, gid) of the peer as the OS kernel recorded them at connect(); None where unsupported."""
-    opt = getattr(socket, "SO_PEERCRED", None)
-    if opt is None:
-        return None
-    raw = sock.getsockopt(socket.SOL_SOCKET, opt, _UCRED.size)
-    pid, uid, gid = _UCRED.unpack(raw)
-    return int(pid), int(uid), int(gid)
 
 
 async def _read_line_capped(reader: asyncio.StreamReader, cap: int) -> bytes:
@@ -517,7 +496,7 @@ class ControlServer:
                      conn: _Connection) -> None:
         peer = "?"
         try:
-            creds = _peer_credentials(writer.get_extra_info("socket"))
+            creds = peer_credentials(writer.get_extra_info("socket"))
             if creds is not None:
                 pid, uid, _gid = creds
                 peer = f"pid {pid} uid {uid}"
@@ -558,11 +537,11 @@ class ControlServer:
         reply = _decode_object(await _read_line_capped(reader, MAX_HANDSHAKE))
         answer = reply.get("answer")
         if not isinstance(answer, str) or not hmac.compare_digest(
-            answer.encode("ascii", "replace"), _mac(self._key, b"client", nonce).encode()
+            answer.encode("ascii", "replace"), _mac(self._key, "client", nonce).encode()
         ):
             raise ValueError("wrong answer to the challenge")
         client_nonce = _hex_field(reply, "challenge", _NONCE_BYTES)
-        writer.write(_encode({"welcome": True, "answer": _mac(self._key, b"server", client_nonce)}))
+        writer.write(_encode({"welcome": True, "answer": _mac(self._key, "server", client_nonce)}))
         await writer.drain()
 
     async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str,
@@ -734,7 +713,7 @@ class ControlClient:
             hello = _busy_or(_decode_object(await reader.readline()), name)
             nonce = _hex_field(hello, "challenge", _NONCE_BYTES)
             my_nonce = secrets.token_bytes(_NONCE_BYTES)
-            writer.write(_encode({"answer": _mac(key, b"client", nonce), "challenge": my_nonce.hex()}))
+            writer.write(_encode({"answer": _mac(key, "client", nonce), "challenge": my_nonce.hex()}))
             await writer.drain()
             line = await reader.readline()
             if not line:
@@ -742,7 +721,7 @@ class ControlClient:
             welcome = _busy_or(_decode_object(line), name)
             answer = welcome.get("answer")
             if not isinstance(answer, str) or not hmac.compare_digest(
-                answer.encode("ascii", "replace"), _mac(key, b"server", my_nonce).encode()
+                answer.encode("ascii", "replace"), _mac(key, "server", my_nonce).encode()
             ):
                 raise AuthenticationFailed(message=f"{str(sock_path)!r} did not prove it holds the key")
         except BaseException as exc:

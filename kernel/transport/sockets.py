@@ -2,10 +2,11 @@
 
 Security: our frames carry pickles, and unpickling is code execution. So the accepting side checks the
 peer's uid (SO_PEERCRED), and both sides prove knowledge of the node's secret (HMAC-SHA256
-challenge-response in both directions, as multiprocessing's authkey does) before a single byte is
-unpickled. A node's own sockets are Linux abstract names (``\0pyotp-<random>/w0.sock``): no file, so
-nothing is left behind when a process is SIGKILLed, and no file permission to get wrong; a socket given
-as a file path instead lives in a private 0700 directory and is itself 0600.
+challenge-response in both directions, as multiprocessing's authkey does; kernel/transport/auth.py,
+shared with the control socket) before a single byte is unpickled. A node's own sockets are Linux
+abstract names (``\0pyotp-<random>/w0.sock``): no file, so nothing is left behind when a process is
+SIGKILLed, and no file permission to get wrong; a socket given as a file path instead lives in a
+private 0700 directory and is itself 0600.
 
 Throughput: a connection is one-way. Each process keeps one outbound :class:`Peer` per destination
 process and writes everything for it into one buffer that is flushed once per event-loop tick (or
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
 import pickle
@@ -33,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from ..errors import MessageTooLarge
+from . import auth
 from .serialize import loads
 from .wire import HEADER, MAX_MESSAGE, SEND_BUFFER
 
@@ -41,10 +41,9 @@ __all__ = ["Listener", "Peer", "check_private_dir"]
 log = logging.getLogger("kernel.transport")
 
 _MAGIC = b"PYOTP1"
-_NONCE = 32
-_DIGEST = 32
+_NONCE = auth.NONCE_BYTES
+_DIGEST = 32  # an HMAC-SHA256 answer
 _IDENT = struct.Struct("!ii")
-_PEERCRED = struct.Struct("3i")
 _pack = HEADER.pack
 _dumps = pickle.dumps
 #: A tick's buffer for one peer is written out at once past this many bytes, or plain envelopes (each
@@ -53,15 +52,11 @@ _EAGER = 64 * 1024
 _EAGER_BATCH = 1024
 
 
-def _answer(secret: bytes, side: bytes, nonce: bytes) -> bytes:
-    return hmac.new(secret, side + nonce, hashlib.sha256).digest()
-
-
 def check_private_dir(path: str) -> None:
-    """Refuse a socket directory that another user owns or that others can enter."""
-    st = os.stat(path)
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise PermissionError(f"socket directory {path!r} must be owned by uid {os.getuid()} with mode 0700")
+    """Refuse a socket directory that is a symlink, another user's, or open to others (``auth``)."""
+    problem = auth.private_dir_problem(path)
+    if problem is not None:
+        raise PermissionError(f"socket directory {problem}")
 
 
 #: Longest AF_UNIX address Linux accepts (sun_path is 108 bytes, one kept for the terminating NUL).
@@ -93,17 +88,6 @@ async def _connect_abstract(loop: asyncio.AbstractEventLoop, factory: Callable[[
     return transport
 
 
-def _peer_uid(transport: asyncio.BaseTransport) -> int | None:
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return None
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    except OSError:
-        return None
-    return int(_PEERCRED.unpack(raw)[1])
-
-
 class _Inbound(asyncio.Protocol):
     """The accepting end: authenticates the peer, then decodes frames and hands envelopes on.
 
@@ -127,7 +111,8 @@ class _Inbound(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = tr = cast(asyncio.Transport, transport)
-        uid = _peer_uid(tr)
+        creds = auth.peer_credentials(tr.get_extra_info("socket"))
+        uid = None if creds is None else creds[1]  # None: the platform cannot tell; the handshake decides
         if uid is not None and uid != os.getuid():
             log.warning("refused a connection from uid %s", uid)
             tr.abort()
@@ -142,7 +127,7 @@ class _Inbound(asyncio.Protocol):
             if len(buf) < need:
                 return
             digest = bytes(buf[:_DIGEST])
-            if not hmac.compare_digest(digest, _answer(self._secret, b"c", self._nonce)):
+            if not auth.verify(self._secret, "client", self._nonce, digest):
                 log.warning("refused a peer that failed the handshake")
                 assert self._transport is not None
                 self._transport.abort()
@@ -151,7 +136,7 @@ class _Inbound(asyncio.Protocol):
             client_nonce = bytes(buf[_DIGEST:_DIGEST + _NONCE])
             self.peer = _IDENT.unpack_from(buf, _DIGEST + _NONCE)
             assert self._transport is not None
-            self._transport.write(_answer(self._secret, b"s", client_nonce))
+            self._transport.write(auth.mac(self._secret, "server", client_nonce))
             self._ready = True
             data = bytes(buf[need:])
             buf.clear()
@@ -290,12 +275,11 @@ class _Outbound(asyncio.Protocol):
                 self._transport.abort()
                 return
             server_nonce = bytes(buf[len(_MAGIC):head])
-            self._transport.write(_answer(self._secret, b"c", server_nonce) + self._nonce
+            self._transport.write(auth.mac(self._secret, "client", server_nonce) + self._nonce
                                   + _IDENT.pack(*self._ident))
             self._answered = True
         if len(buf) >= head + _DIGEST:
-            expected = _answer(self._secret, b"s", self._nonce)
-            if not hmac.compare_digest(bytes(buf[head:head + _DIGEST]), expected):
+            if not auth.verify(self._secret, "server", self._nonce, bytes(buf[head:head + _DIGEST])):
                 self._done.set_exception(ConnectionError("peer failed the handshake"))
                 self._transport.abort()
                 return

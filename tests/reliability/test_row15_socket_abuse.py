@@ -55,7 +55,7 @@ def evil_frame(path: str) -> bytes:
 
 
 def answer(secret: bytes, nonce: bytes) -> bytes:
-    return hmac.new(secret, b"c" + nonce, hashlib.sha256).digest()
+    return hmac.new(secret, b"client:" + nonce, hashlib.sha256).digest()
 
 
 async def _eof(reader: asyncio.StreamReader) -> bool:
