@@ -14,7 +14,7 @@ Principles, written once:
   reply is released only once the state it produced is committed.
 * **Security**: sockets carry pickles, so they check the peer's uid and require an HMAC handshake before
   a single byte is unpickled; the state file is unpickled on restore, so it must be ours alone (0600, no
-  symlink) and has one owning node at a time (``kernel.statefile``).
+  symlink) and has one owning node at a time (``kernel.persistence.statefile``).
 
 Layers: ``kernel`` imports nothing of ours; ``registry``, ``supervisors``, ``tools`` and ``examples`` build
 on this package's public names only.
@@ -181,11 +181,7 @@ async def call(dest: Any, request: Any, timeout: float = 5.0) -> Any:
 
 async def spawn(cls: Any, *args: Any, name: Any = None, worker: int | None = None, **kwargs: Any) -> Pid:
     """Spawn for the current context; from plain node code the actor is placed round-robin."""
-    proc = current()
-    if isinstance(proc, NodeContext):
-        node_spawn: Pid = await proc._rt.spawn(proc, cls, args, kwargs, name=name, worker=worker)
-        return node_spawn
-    return await proc.spawn(cls, *args, name=name, worker=worker, **kwargs)
+    return await current().spawn(cls, *args, name=name, worker=worker, **kwargs)
 
 
 async def spawn_link(cls: Any, *args: Any, name: Any = None, worker: int | None = None,

@@ -60,7 +60,7 @@ _CLOSE_STOP = 10.0
 _CLOSE_SILENT = 2.0
 #: The snapshot's wait for each worker's part: a worker that has not answered is shown unresponsive.
 _SNAPSHOT_WAIT = 1.5
-#: A late worker's sampler thread (kernel.sampler) gets this long to say what holds its loop.
+#: A late worker's sampler thread (kernel/node/sampler.py) gets this long to say what holds its loop.
 _SAMPLER_WAIT = 0.4
 #: Control-socket ops that ask one worker (an actor's state, a kill) wait at most this.
 _CONTROL_WAIT = 5.0
@@ -79,8 +79,8 @@ class Node:
     a worker or of the node included, and may lose the last few to a power cut or kernel panic; "FULL"
     adds an fsync per commit so they survive those too, at a lower commit rate.
 
-    ``state`` is checked at start, before anything is created (``kernel.statefile``): ``ValueError`` for
-    a path that cannot work, ``UnsafeStateFile`` for one others could have written, ``StateFileInUse``
+    ``state`` is checked at start, before anything is created (persistence/statefile.py): ``ValueError``
+    for a path that cannot work, ``UnsafeStateFile`` for one others could have written, ``StateFileInUse``
     while another live node owns it; the node then owns it until it closes or dies.
 
     ``worker_timeout`` (seconds, None: never): a worker whose event loop has not answered the node's
@@ -93,7 +93,7 @@ class Node:
     can ``await node.drain()``; past 4x, ``send``/``cast``/``call`` raise ``Overloaded``.
 
     ``metrics_port`` (None: off): serve Prometheus metrics at ``http://metrics_host:PORT/metrics``, per
-    worker, gathered at scrape time (kernel.metrics, docs/api.md section 9); 0 picks a free port.
+    worker, gathered at scrape time (kernel/node/metrics.py, docs/api.md section 9); 0 picks a free port.
     """
 
     def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,
@@ -186,7 +186,7 @@ class Node:
     async def _boot(self) -> None:
         self._started = time.time()
         # Linux abstract socket names: nothing on disk, gone with the process (the uid check and the
-        # handshake still guard them; see kernel.transport).
+        # handshake still guard them; see kernel/transport/auth.py).
         self._sockdir = f"\0pyotp-{secrets.token_hex(8)}"
         secret = os.urandom(32)
         rt = self._rt = Runtime(NODE, 0, self._sockdir, secret, self.size)
@@ -596,7 +596,7 @@ class Node:
         return None if self._metrics is None else (self.metrics_host, self._metrics.port)
 
     async def _gather_metrics(self) -> dict[str, dict[str, Any]]:
-        """Every process's counters for one scrape (kernel.metrics), keyed by the ``worker`` label."""
+        """Every process's counters for one scrape (kernel/node/metrics.py), keyed by the ``worker`` label."""
         rt = self._running
         live = [i for i in range(self.size) if i not in rt.down]
         answers = await asyncio.gather(
@@ -614,7 +614,7 @@ class Node:
 
     async def _snapshot_part(self, index: int) -> tuple[Any, dict[str, Any] | None]:
         """One worker's part of the snapshot (or the exception), and, if it is late, what its sampler
-        thread (kernel.sampler) says holds its loop: asked while the rpc still runs, so a hung worker
+        thread (kernel/node/sampler.py) says holds its loop: asked while the rpc still runs, so a hung worker
         costs no more than _SNAPSHOT_WAIT."""
         rt = self._running
         rpc = asyncio.ensure_future(rt.rpc(index, "snapshot", (), timeout=_SNAPSHOT_WAIT))
@@ -675,7 +675,7 @@ class Node:
         raise ControlError("bad_request", f"unknown op {op!r}")
 
     async def _stack(self, pid: Pid) -> dict[str, Any]:
-        """Where ``pid`` is now (kernel.sampler): answered by its worker's sampler thread, so it works
+        """Where ``pid`` is now (kernel/node/sampler.py): answered by its worker's sampler thread, so it works
         while that worker's loop is blocked."""
         if pid.worker == NODE:
             return sampler.sample(self._running.procs, threading.main_thread().ident or 0, pid.serial)

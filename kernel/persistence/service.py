@@ -1,7 +1,7 @@
 """Where a persistent actor's state is written: one service per worker over the group committer.
 
 The actor loop never waits for the disk. After a handled message the state is encoded and, when it
-changed, submitted to the worker's :class:`~kernel.checkpoints.GroupCommitter`; everything submitted
+changed, submitted to the worker's :class:`~kernel.persistence.store.GroupCommitter`; everything submitted
 while one transaction runs goes into the next one, so one fsync serves many actors. With
 ``durable=True`` the reply of a call that changed the state is released from the commit's callback:
 what a caller was told is on disk. A failed write crashes the actor with a ``Crash`` naming the SQLite
@@ -74,7 +74,7 @@ class CheckpointService:
 
     @property
     def commit_latency(self) -> Any:
-        """The store's :class:`~kernel.checkpoints.LatencyHistogram`, or None before the first write."""
+        """The store's :class:`~kernel.persistence.store.LatencyHistogram`, or None before the first write."""
         return self._committer.store.commit_latency if self._committer is not None else None
 
     async def _open(self) -> GroupCommitter:

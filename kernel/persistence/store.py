@@ -2,11 +2,15 @@
 
 Promises:
 
-* One SQLite file in WAL mode with ``synchronous=FULL``: a write reported as done survives SIGKILL of any
-  process and (if the disk honours fsync) power loss. Every write runs in a short ``BEGIN IMMEDIATE``
-  transaction, so writers from several processes queue instead of failing with ``SQLITE_BUSY_SNAPSHOT``:
-  first on an advisory ``flock`` of ``<file>-writer`` (polled every 50 us), then on SQLite's lock, for at
-  most ``busy_timeout``.
+* One SQLite file in WAL mode: a write reported as done survives SIGKILL of any process. With
+  ``synchronous="FULL"`` (this class's default) it also survives power loss, if the disk honours fsync;
+  ``Node`` opens its store with ``"NORMAL"`` unless told ``Node(synchronous="FULL")``, and then a power cut
+  or a kernel panic may lose the last few commits (never corrupt the file). Every write of a
+  :class:`CheckpointStore` runs in a short ``BEGIN IMMEDIATE`` transaction, so writers from several
+  processes queue instead of failing with ``SQLITE_BUSY_SNAPSHOT``: first on :class:`WriterTurn`, an
+  advisory ``flock`` of ``<file>-writer`` (polled every 50 us), then on SQLite's lock, for at most
+  ``busy_timeout``. The one write outside a store, :func:`drop_dead_letter` (a rare one-row delete by the
+  file's owner), waits on SQLite's lock alone.
 * A batch is all-or-nothing. A failed transaction (``SQLITE_FULL``, read-only or locked file) raises
   :class:`~kernel.errors.CheckpointWriteFailed` naming the SQLite error, and leaves every row committed
   before it intact.
@@ -198,8 +202,15 @@ def remove_state_file(path: str | os.PathLike[str]) -> None:
             os.unlink(os.fspath(path) + suffix)
 
 
+#: WriterTurn's poll interval while the holder looks like a sub-millisecond transaction, how long it
+#: spins at that rate, and the interval after that (a slow or hung holder).
+_TURN_POLL = 0.00005
+_TURN_SPIN = 0.01
+_TURN_POLL_SLOW = 0.002
+
+
 class WriterTurn:
-    """Writers of one state file take turns on a ``flock`` of ``<file>-writer`` before SQLite's lock.
+    """The stores writing one state file take turns on a ``flock`` of ``<file>-writer`` before SQLite's lock.
 
     Two workers commit to one file. Waiting on SQLite's own lock means its busy handler, which sleeps 1,
     2, 5, 10... ms between tries, while a transaction holds the lock for well under a millisecond: the
@@ -222,7 +233,7 @@ class WriterTurn:
             return False
         start = time.monotonic()
         deadline = start + self._timeout
-        pause = 0.00005
+        pause = _TURN_POLL
         while True:
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -231,10 +242,10 @@ class WriterTurn:
                 now = time.monotonic()
                 if now > deadline:
                     return False
-                if now - start > 0.01:
+                if now - start > _TURN_SPIN:
                     # Not a sub-millisecond transaction: the holder is slow or hung (until the node's
                     # heartbeat kills it), so stop spinning at 20,000 polls a second.
-                    pause = 0.002
+                    pause = _TURN_POLL_SLOW
                 time.sleep(pause)
 
     def release(self) -> None:
@@ -556,7 +567,7 @@ class GroupCommitter:
 
     async def commit(self, key: Any, epoch: int, data: bytes, *, codec: str = "pickle",
                      class_name: str = "", version: int = 0) -> bool:
-        """Write and return once the write is durable (committed with synchronous=FULL).
+        """Write and return once the write is committed (durable as the store's ``synchronous`` says).
 
         Returns True if written, False if the bytes were unchanged. Raises :class:`StaleEpoch` or
         :class:`CheckpointWriteFailed`.
@@ -712,7 +723,8 @@ def drop_dead_letter(path: str | os.PathLike[str], letter_id: int) -> bool:
     """Delete one dead letter (after a replay, or to discard it); False if there was none.
 
     The caller owns the file: the node that runs on it, or a tool holding its
-    :class:`~kernel.statefile.OwnerLock` (``python -m tools.checkpoints --drop`` does).
+    :class:`~kernel.persistence.statefile.OwnerLock` (``python -m tools.checkpoints --drop`` does). It does
+    not take the stores' :class:`WriterTurn`: one delete waits on SQLite's lock (up to 5 s) instead.
     """
     if not isinstance(letter_id, int) or isinstance(letter_id, bool):
         raise TypeError(f"letter_id must be an int, got {letter_id!r}")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 from ..errors import ActorExited, KernelError, MailboxFull, Quarantined
 from ..terms import Crash, NoReply, Reason
 from ..transport import wire
-from .base import Host, Proc
+from .base import SLICE, Host, Proc
 from .context import _current
 from .raw import receive
 
@@ -30,10 +30,6 @@ __all__ = ["Actor", "ActorHost", "Checkpoint"]
 log = logging.getLogger("kernel")
 
 _SEND, _CAST, _CALL = wire.SEND, wire.CAST, wire.CALL
-#: The time a mailbox drain, or a pass of the runtime's run queue, runs before it yields to the loop
-#: (checked every 4th message): an actor that keeps waking itself cannot keep its worker from its
-#: sockets, timers and other actors for more than a few ms.
-SLICE = 0.001
 _R = TypeVar("_R")
 
 

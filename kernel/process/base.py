@@ -24,6 +24,11 @@ __all__ = ["Host", "Proc"]
 log = logging.getLogger("kernel")
 
 _SEND, _CAST = wire.SEND, wire.CAST
+#: The time a mailbox drain, a pass of the runtime's run queue, or a raw process's run of ``receive``
+#: calls that find their message waiting, goes on before it yields to the loop (checked every 4th
+#: message): a process that keeps waking itself cannot keep its worker from its sockets, timers and
+#: other processes for more than a few ms.
+SLICE = 0.001
 
 
 class Host(Protocol):

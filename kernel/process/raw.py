@@ -17,15 +17,12 @@ from typing import Any
 from ..errors import KernelError
 from ..terms import Crash, Reason
 from ..transport import wire
-from .base import Proc
+from .base import SLICE, Proc
 from .context import _current
 
 __all__ = ["NodeContext", "Process", "receive"]
 
 _INFO = (wire.SEND, wire.CAST)
-#: As ``actor.SLICE``: a receive that finds its message waiting yields once to the loop when this much
-#: time has passed since the last yield, so a process that keeps sending itself cannot starve its worker.
-_SLICE = 0.001
 
 
 async def receive(proc: Proc, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
@@ -50,7 +47,7 @@ async def receive(proc: Proc, match: Callable[[Any], bool] | None, timeout: floa
                     rt = proc._rt
                     if perf_counter() > rt.slice_end:
                         await asyncio.sleep(0)
-                        rt.slice_end = perf_counter() + _SLICE
+                        rt.slice_end = perf_counter() + SLICE
                     return item[1]
             scanned = len(mbox)
         if deadline is not None and loop.time() >= deadline:

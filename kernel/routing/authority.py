@@ -24,27 +24,39 @@ from .runtime import Runtime
 __all__ = ["Authority"]
 
 
+class _NameTurn:
+    """One name's lock and how many registrations hold or wait for it, so it is dropped at zero."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class Authority:
     """Installs the node-only operations on the node's runtime."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.names = rt.names
-        self._locks: dict[Any, asyncio.Lock] = {}
+        self._locks: dict[Any, _NameTurn] = {}
         rt.rpc_ops.update(register=self.register, unregister=self.unregister, whereis=self.names.get,
                           registered=self.registered)
         rt.note_ops.update(name_del=self.name_del, send_name=self.send_name)
 
     async def register(self, name: Any, pid: Pid, adopt: bool = True) -> None:
-        lock = self._locks.get(name)
-        if lock is None:
-            lock = self._locks[name] = asyncio.Lock()
+        turn = self._locks.get(name)
+        if turn is None:
+            turn = self._locks[name] = _NameTurn()
+        turn.users += 1
         try:
-            async with lock:
+            async with turn.lock:
                 await self._register(name, pid, adopt)
         finally:
-            if not lock.locked() and not lock._waiters:
-                self._locks.pop(name, None)
+            turn.users -= 1
+            if not turn.users:  # no registration of this name holds or waits for the lock: forget it
+                del self._locks[name]
 
     async def _register(self, name: Any, pid: Pid, adopt: bool) -> None:
         rt = self.rt

@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable, Overloaded
-from ..process.actor import SLICE, Actor
-from ..process.base import Proc
+from ..process.actor import Actor
+from ..process.base import SLICE, Proc
 from ..process.context import _current
 from ..process.quarantine import Quarantine
 from ..process.raw import NodeContext, Process
@@ -40,7 +40,7 @@ __all__ = ["Runtime", "socket_path"]
 log = logging.getLogger("kernel")
 
 _CALL = wire.CALL
-#: Queued actors run per loop iteration (and at most ``actor.SLICE`` of time) before others get their turn.
+#: Queued actors run per loop iteration (and at most ``SLICE`` of time) before others get their turn.
 _RUNQ_BUDGET = 1000
 
 _PACKED = wire.PACKED
@@ -114,13 +114,12 @@ class Runtime:
         #: Messages dropped because this process could not unpickle them (a cast or send; a call is
         #: answered ``NotSerializable``).
         self.undecodable = 0
-        # Read by kernel.metrics at scrape time; bumped once per exit / timed-out call, never per message.
+        # Read by node/metrics.py at scrape time; bumped once per exit / timed-out call, never per message.
         self.handled_done = 0  # messages handled by processes that have exited
-        self.exits: dict[str, int] = {}  # exit reason kind (kernel.metrics.exit_kind) -> count
+        self.exits: dict[str, int] = {}  # exit reason kind (kernel.terms.exit_kind) -> count
         self.calls_timed_out = 0
         self.listener = Listener(socket_path(sockdir, index), secret, self.dispatch, self._inbound_lost,
                                  self._set_solo)
-        self.on_peer_lost: Callable[[int, int], None] | None = None
         self.store: Any = None  # the checkpoint service, when persistence is on
         #: In the node process: what the node's own code spawned, oldest first.
         self.top_level: list[Pid] = []
@@ -228,10 +227,11 @@ class Runtime:
 
     def _congested(self, index: int, peer: Peer, kind: int) -> None:
         """A send towards a peer past ``send_buffer``: the sending actor is paused before its next
-        message until the peer drains (Erlang's busy distribution port); past 4x a send, cast or call
+        message until the peer drains (Erlang's busy distribution port); past ``OVERLOAD_FACTOR`` times it
+        a send, cast or call
         is refused. Replies and signals are never refused."""
         if peer.over and kind <= _CALL:
-            raise Overloaded(index, peer.buffered, 4 * peer.limit)
+            raise Overloaded(index, peer.buffered, wire.OVERLOAD_FACTOR * peer.limit)
         proc = _current.get()
         if isinstance(proc, Actor):
             proc._stall = peer
@@ -637,8 +637,8 @@ class Runtime:
         self.solo = solo
 
     def _inbound_lost(self, index: int, inc: int) -> None:
-        if self.on_peer_lost is not None:
-            self.on_peer_lost(index, inc)
+        """An inbound connection closed: nothing to do. A worker's death reaches every process as the
+        node's ``worker_down`` notice, and that alone fires the signals (the node decides it is dead)."""
 
     # -- spawning -------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from typing import Any, cast
 from ..errors import MessageTooLarge
 from . import auth
 from .serialize import loads
-from .wire import HEADER, MAX_MESSAGE, SEND_BUFFER
+from .wire import HEADER, MAX_MESSAGE, OVERLOAD_FACTOR, SEND_BUFFER
 
 __all__ = ["Listener", "Peer", "check_private_dir"]
 
@@ -309,9 +309,9 @@ class Peer:
 
     Backpressure (asyncio's flow control plus Erlang's busy limit): ``busy`` is set once more than
     ``limit`` bytes wait for the peer (our buffer while it is unconnected, or the transport's, which
-    pauses us past ``limit``); ``over`` past 4x. They are recounted when the transport pauses or
-    resumes, at each ~64 KB written out, and at every write while busy, so the fast path pays one flag
-    test. The runtime pauses senders while busy and refuses messages while over.
+    pauses us past ``limit``); ``over`` past ``OVERLOAD_FACTOR`` times it. They are recounted when the
+    transport pauses or resumes, at each ~64 KB written out, and at every write while busy, so the fast
+    path pays one flag test. The runtime pauses senders while busy and refuses messages while over.
     """
 
     def __init__(self, path: str, secret: bytes, ident: tuple[int, int], limit: int = SEND_BUFFER) -> None:
@@ -461,7 +461,7 @@ class Peer:
         transport = self._transport
         size = len(self._buf) + (transport.get_write_buffer_size() if transport is not None else 0)
         self.buffered = size
-        self.over = size > 4 * self.limit
+        self.over = size > OVERLOAD_FACTOR * self.limit
         busy = self._paused or size > self.limit
         if busy != self.busy:
             self.busy = busy

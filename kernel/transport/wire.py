@@ -58,9 +58,11 @@ HEADER = struct.Struct("!I")
 MAX_MESSAGE = 64 * 1024 * 1024
 
 #: Default bound on the bytes buffered towards one peer process (``Node(send_buffer=...)``): past it a
-#: sending actor is paused between messages until the peer drains; past 4x sends are refused
-#: (``Overloaded``). Erlang's distribution buffer busy limit.
+#: sending actor is paused between messages until the peer drains; past ``OVERLOAD_FACTOR`` times it
+#: sends are refused (``Overloaded``). Erlang's distribution buffer busy limit.
 SEND_BUFFER = 8 * 1024 * 1024
+#: Past this many times ``send_buffer`` towards one peer, a send, cast or call is refused.
+OVERLOAD_FACTOR = 4
 
 #: The smallest bound a node accepts: a tick's batch of small messages can always be split to fit it.
 MIN_MESSAGE = 64 * 1024
