@@ -12,20 +12,18 @@ incarnation it targets, so a worker's death fails exactly the calls into it.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import inspect
 import logging
 import os
 import pickle
 import pickletools
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from ..errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable, Overloaded
+from ..errors import ActorExited, KernelError, NoProc, NotSerializable, Overloaded
 from ..process.actor import Actor
-from ..process.base import SLICE, Proc
+from ..process.base import Proc
 from ..process.context import _current
 from ..process.quarantine import Quarantine
 from ..process.raw import NodeContext, Process
@@ -34,15 +32,13 @@ from ..transport import wire
 from ..transport.serialize import dumps, loads, plain
 from ..transport.sockets import Listener, Peer
 from .name_table import NameTable, check_name
+from .scheduling import Deadlines, RunQueue
 
 __all__ = ["Runtime", "socket_path"]
 
 log = logging.getLogger("kernel")
 
 _CALL = wire.CALL
-#: Queued actors run per loop iteration (and at most ``SLICE`` of time) before others get their turn.
-_RUNQ_BUDGET = 1000
-
 _PACKED = wire.PACKED
 _SIGNALS = frozenset({wire.LINK, wire.UNLINK, wire.EXIT, wire.MONITOR, wire.DEMONITOR, wire.DOWN})
 _DEFERRED = frozenset({wire.EXIT, wire.DOWN})
@@ -82,9 +78,8 @@ class Runtime:
         #: The call ref being delivered by direct hand-off on this worker, and its answer if it came.
         self._handoff = 0
         self._answer: tuple[bool, Any] | None = None
-        self._deadlines: list[tuple[float, int, Any, float]] = []
-        self._deadline_handle: asyncio.TimerHandle | None = None
-        self._deadline_at = 0.0
+        #: Call timeouts on one timer; ``calls_timed_out`` counts what it failed.
+        self.deadlines = Deadlines(self.loop, self.calls)
         self.rpc_ops: dict[str, Callable[..., Any]] = {
             "spawn": self.spawn_local,
             "sync": lambda: None,
@@ -100,8 +95,10 @@ class Runtime:
         }
         #: Whether an idle actor may handle a delivery in the sender's step (off while one does).
         self.inline = True
-        #: Actors with one message for a handler that cannot suspend, run without a task each.
-        self._runq: deque[Actor] = deque()
+        #: Actors with one message for a handler that cannot suspend, run without a task each; bound
+        #: here so that ``rt.enqueue(actor)`` costs what a method of the runtime did.
+        self.runq = RunQueue(self.loop)
+        self.enqueue = self.runq.enqueue
         #: Whether the delivery being dispatched arrived alone in its read (set by the transport).
         self.solo = False
         self._deferred: deque[tuple[Proc, int, tuple[Any, ...]]] = deque()
@@ -117,12 +114,15 @@ class Runtime:
         # Read by node/metrics.py at scrape time; bumped once per exit / timed-out call, never per message.
         self.handled_done = 0  # messages handled by processes that have exited
         self.exits: dict[str, int] = {}  # exit reason kind (kernel.terms.exit_kind) -> count
-        self.calls_timed_out = 0
         self.listener = Listener(socket_path(sockdir, index), secret, self.dispatch, self._inbound_lost,
                                  self._set_solo)
         self.store: Any = None  # the checkpoint service, when persistence is on
         #: In the node process: what the node's own code spawned, oldest first.
         self.top_level: list[Pid] = []
+
+    @property
+    def calls_timed_out(self) -> int:
+        return self.deadlines.timed_out
 
     async def start(self) -> None:
         await self.listener.start()
@@ -228,8 +228,7 @@ class Runtime:
     def _congested(self, index: int, peer: Peer, kind: int) -> None:
         """A send towards a peer past ``send_buffer``: the sending actor is paused before its next
         message until the peer drains (Erlang's busy distribution port); past ``OVERLOAD_FACTOR`` times it
-        a send, cast or call
-        is refused. Replies and signals are never refused."""
+        a send, cast or call is refused. Replies and signals are never refused."""
         if peer.over and kind <= _CALL:
             raise Overloaded(index, peer.buffered, wire.OVERLOAD_FACTOR * peer.limit)
         proc = _current.get()
@@ -296,35 +295,6 @@ class Runtime:
         elif kind == wire.MONITOR:
             self.signal(fields[0], wire.DOWN, fields[1], pid, "noproc")
 
-    def enqueue(self, actor: Actor) -> None:
-        """Put an actor in the run queue (Erlang's scheduler run queue, for handlers with no await)."""
-        self._runq.append(actor)
-        if len(self._runq) == 1:
-            self.loop.call_soon(self._run_queue)
-
-    def _run_queue(self) -> None:
-        """Run queued actors, and those they wake, up to a budget of actors and of time; then yield.
-
-        Handlers here cannot suspend, so each runs to completion; the budget bounds how long other
-        tasks and I/O wait, as a task draining its mailbox does (``Actor._drain``).
-        """
-        runq = self._runq
-        end = time.perf_counter() + SLICE
-        for n in range(_RUNQ_BUDGET):
-            if not runq:
-                return
-            actor = runq[0]  # stays queued while it runs, so what it wakes needs no second call_soon
-            try:
-                actor._run_queued()
-            except Exception:
-                log.exception("%r failed outside its handler", actor.pid)
-            finally:
-                runq.popleft()
-            if n & 3 == 3 and time.perf_counter() > end:
-                break
-        if runq:
-            self.loop.call_soon(self._run_queue)
-
     # -- calls ----------------------------------------------------------------------------------
 
     def call(self, caller: Proc, dest: Any, request: Any, timeout: float | None) -> Coroutine[Any, Any, Any]:
@@ -387,7 +357,7 @@ class Runtime:
 
     async def _await_reply(self, ref: int, fut: asyncio.Future[Any], dest: Any, timeout: float | None) -> Any:
         if timeout is not None:
-            self._arm_deadline(ref, dest, timeout)
+            self.deadlines.arm(ref, dest, timeout)
         try:
             return await fut
         except ActorExited as exc:
@@ -398,40 +368,6 @@ class Runtime:
             raise
         finally:
             self.calls.pop(ref, None)
-
-    def _arm_deadline(self, ref: int, dest: Any, timeout: float) -> None:
-        """Call timeouts share one timer: a heap of deadlines and a handle for the earliest.
-
-        A ``call_later`` per call costs 1.5-3 us to create and cancel, about four pickles; a heap push is a
-        fraction of that. Finished calls are not removed from the heap: they are skipped when they reach
-        its top, and the heap is rebuilt from the live calls when it grows past twice their number.
-        """
-        deadline = self.loop.time() + timeout
-        heap = self._deadlines
-        heapq.heappush(heap, (deadline, ref, dest, timeout))
-        if len(heap) > 64 and len(heap) > 2 * len(self.calls):
-            heap[:] = [item for item in heap if item[1] in self.calls]
-            heapq.heapify(heap)
-        if self._deadline_handle is None or deadline < self._deadline_at:
-            if self._deadline_handle is not None:
-                self._deadline_handle.cancel()
-            self._deadline_at = deadline
-            self._deadline_handle = self.loop.call_at(deadline, self._expire_deadlines)
-
-    def _expire_deadlines(self) -> None:
-        self._deadline_handle = None
-        heap = self._deadlines
-        calls = self.calls
-        now = self.loop.time()
-        while heap and (heap[0][0] <= now or heap[0][1] not in calls):
-            _, ref, dest, timeout = heapq.heappop(heap)
-            entry = calls.pop(ref, None)
-            if entry is not None and not entry[0].done():
-                self.calls_timed_out += 1
-                entry[0].set_exception(CallTimeout(dest, timeout))
-        if heap:
-            self._deadline_at = heap[0][0]
-            self._deadline_handle = self.loop.call_at(self._deadline_at, self._expire_deadlines)
 
     async def resolve_for_call(self, dest: Any) -> Pid | None:
         pid = self.resolve(dest)
@@ -517,7 +453,7 @@ class Runtime:
         self.calls[ref] = (fut, index, self.incarnations.get(index, 0), hook)
         self.peer(index).send(data)
         if timeout is not None:
-            self._arm_deadline(ref, f"worker {index} ({op})", timeout)
+            self.deadlines.arm(ref, f"worker {index} ({op})", timeout)
         try:
             return await fut
         finally:
