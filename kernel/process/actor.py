@@ -25,7 +25,7 @@ from .raw import receive
 if TYPE_CHECKING:
     from .quarantine import Quarantine
 
-__all__ = ["Actor", "ActorHost", "Checkpoint"]
+__all__ = ["Actor", "ActorHost", "Checkpoint", "may_hand_off"]
 
 log = logging.getLogger("kernel")
 
@@ -265,12 +265,9 @@ class Actor(Proc):
                 rt.fail_caller_with(item[2], Quarantined(self.pid))
             return
         mbox = self._mbox
-        # Calls always take the hand-off (latency is the point); casts and sends only when they arrived
-        # alone from another worker: a stream of them is cheaper drained in a batch by one task.
-        if (self._task is None and not mbox and rt.inline and not self._booting
-                and not self._exiting and item[0] in type(self)._inline_kinds
-                and (item[0] == _CALL or rt.solo)
-                and not (self._persistent and _durable(type(self)))):
+        if self._task is None and not mbox and may_hand_off(
+                item[0], type(self)._inline_kinds, not self._booting and not self._exiting, rt.inline,
+                rt.solo, self._persistent and _durable(type(self))):
             self._handle_inline(item)
             return
         if mbox is None:
@@ -596,6 +593,25 @@ def _released(fut: asyncio.Future[Any]) -> None:
 
 
 _SUSPENDING = frozenset({"GET_AWAITABLE", "BEFORE_ASYNC_WITH", "GET_AITER", "GET_ANEXT", "YIELD_VALUE"})
+
+
+def may_hand_off(kind: int, sync_kinds: frozenset[int], ready: bool, inline: bool, solo: bool,
+                 durable: bool) -> bool:
+    """Whether a delivery to an idle actor (no task, empty mailbox: the caller checks that first, so a
+    busy actor's stream pays two tests) runs its handler now, in the sender's step (the direct hand-off,
+    ``Actor._handle_inline``), instead of waiting in the mailbox for a task or the run queue.
+
+    * ``kind in sync_kinds``: the handler for this kind has no await (``Actor._inline_kinds``), so it
+      runs to completion and cannot interleave with anything: one message at a time still holds.
+    * ``ready``: the actor is neither booting (messages wait for init/restore) nor exiting.
+    * ``inline``: no hand-off is running on this worker (``Runtime.inline``, off during one), so the
+      hand-off never nests and a chain of sends cannot grow the stack.
+    * ``kind == CALL or solo``: a call always takes it (latency is the point); a cast or send only when
+      it arrived alone in its read from another worker (``Runtime.solo``, set by the transport), since a
+      stream of them is cheaper drained in a batch by one task.
+    * ``not durable``: a durable persistent actor's reply waits for its commit, which its task awaits.
+    """
+    return ready and inline and kind in sync_kinds and (kind == _CALL or solo) and not durable
 
 
 def _durable(cls: type[Actor]) -> bool:
