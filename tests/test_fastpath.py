@@ -25,3 +25,16 @@ def test_each_condition_alone_refuses_the_hand_off() -> None:
                                                          (True, False), (True, False)):
         expected = kind == wire.CALL and ready and inline and not durable  # SEND's handler may suspend
         assert may_hand_off(kind, SYNC, ready, inline, True, durable) is expected, (kind, ready, inline)
+
+
+def test_each_operation_has_one_table_entry_and_a_notice_is_not_an_rpc() -> None:
+    from kernel.routing.ops import NOTES, RPCS, Ops
+
+    assert "shutdown" in RPCS and "ping" in NOTES and not RPCS & NOTES
+    ops = Ops(spawn=None, sync=lambda: None, adopt=None, by_key=None, name_add=None,  # type: ignore[arg-type]
+              name_del=None, worker_down=None, worker_up=None, unquarantine=lambda *a: None)  # type: ignore[arg-type]
+    assert ops.rpc("sync") is ops.sync
+    assert ops.rpc("unquarantine") is None  # a notice's name, asked as an rpc
+    assert ops.note("unquarantine") is ops.unquarantine
+    assert ops.rpc("shutdown") is None  # not served on this side
+    assert ops.rpc("__class__") is None

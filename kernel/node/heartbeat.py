@@ -51,7 +51,6 @@ class Heartbeat:
         self._on_hung = on_hung
         self._workers: dict[int, _Health] = {}
         self._task: asyncio.Task[None] | None = None
-        rt.note_ops["pong"] = self._pong
 
     def start(self) -> None:
         if self._task is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -192,9 +193,13 @@ class Node:
         rt = self._rt = Runtime(NODE, 0, self._sockdir, secret, self.size)
         rt.listener.max_message = self.max_message
         rt.send_buffer = self.send_buffer
-        Authority(rt)
-        rt.note_ops["ready"] = self._on_ready
+        authority = Authority(rt)
         self._heartbeat = Heartbeat(rt, self.worker_timeout, self._on_hung)
+        # The node process's side of routing/ops.py, all of it here.
+        rt.ops = dataclasses.replace(
+            rt.ops, register=authority.register, unregister=authority.unregister,
+            whereis=authority.names.get, registered=authority.registered, name_del=authority.name_del,
+            send_name=authority.send_name, ready=self._on_ready, pong=self._heartbeat._pong)
         await rt.start()
         ctx = self._ctx = NodeContext()
         ctx._bind(rt, rt.next_pid(), None, None, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -117,18 +118,16 @@ async def _serve(config: dict[str, Any]) -> None:
     def names(items: list[Any]) -> None:
         rt.names.replace(items)
 
-    rt.rpc_ops["shutdown"] = shutdown
-    rt.rpc_ops["snapshot"] = lambda: _snapshot(rt, started)
-    rt.rpc_ops["metrics"] = lambda: metrics.worker_metrics(rt)
-
     def state(serial: int, inc: int) -> dict[str, Any] | None:
         proc = rt.local(Pid(rt.index, serial, inc))
         return None if proc is None else state_info(proc)
 
-    rt.rpc_ops["state"] = state
-    rt.note_ops["names"] = names
-    # The node's heartbeat: answered from this loop, so a loop that is blocked or stopped cannot answer.
-    rt.note_ops["ping"] = lambda sent: rt.note(NODE, "pong", rt.index, rt.inc, sent)
+    # A worker's side of routing/ops.py, all of it here. The node's heartbeat is answered from this
+    # loop, so a loop that is blocked or stopped cannot answer.
+    rt.ops = dataclasses.replace(
+        rt.ops, shutdown=shutdown, snapshot=lambda: _snapshot(rt, started),
+        metrics=lambda: metrics.worker_metrics(rt), state=state, names=names,
+        ping=lambda sent: rt.note(NODE, "pong", rt.index, rt.inc, sent))
 
     def on_stdin() -> None:
         if not os.read(0, 4096) and not done.done():

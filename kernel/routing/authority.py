@@ -35,15 +35,13 @@ class _NameTurn:
 
 
 class Authority:
-    """Installs the node-only operations on the node's runtime."""
+    """The node process's name authority: its rpcs and notices are listed in routing/ops.py ``Ops``
+    and installed by ``Node._start``."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.names = rt.names
         self._locks: dict[Any, _NameTurn] = {}
-        rt.rpc_ops.update(register=self.register, unregister=self.unregister, whereis=self.names.get,
-                          registered=self.registered)
-        rt.note_ops.update(name_del=self.name_del, send_name=self.send_name)
 
     async def register(self, name: Any, pid: Pid, adopt: bool = True) -> None:
         turn = self._locks.get(name)

@@ -32,6 +32,7 @@ from ..transport import wire
 from ..transport.serialize import dumps, loads, plain
 from ..transport.sockets import Listener, Peer
 from .name_table import NameTable, check_name
+from .ops import Ops
 from .scheduling import Deadlines, RunQueue
 
 __all__ = ["Runtime", "socket_path"]
@@ -80,19 +81,12 @@ class Runtime:
         self._answer: tuple[bool, Any] | None = None
         #: Call timeouts on one timer; ``calls_timed_out`` counts what it failed.
         self.deadlines = Deadlines(self.loop, self.calls)
-        self.rpc_ops: dict[str, Callable[..., Any]] = {
-            "spawn": self.spawn_local,
-            "sync": lambda: None,
-            "adopt": self._rpc_adopt,
-            "by_key": self._rpc_by_key,
-        }
-        self.note_ops: dict[str, Callable[..., None]] = {
-            "name_add": self.names.add,
-            "name_del": self._note_name_del,
-            "worker_down": self.worker_down,
-            "worker_up": self.worker_up,
-            "unquarantine": self.quarantine.release,
-        }
+        #: What other processes may ask or tell this one (routing/ops.py); the node and the workers
+        #: add their side's entries.
+        self.ops = Ops(spawn=self.spawn_local, sync=lambda: None, adopt=self._rpc_adopt,
+                       by_key=self._rpc_by_key, name_add=self.names.add, name_del=self._note_name_del,
+                       worker_down=self.worker_down, worker_up=self.worker_up,
+                       unquarantine=self.quarantine.release)
         #: Whether an idle actor may handle a delivery in the sender's step (off while one does).
         self.inline = True
         #: Actors with one message for a handler that cannot suspend, run without a task each; bound
@@ -440,7 +434,10 @@ class Runtime:
         if gone is not None:
             raise gone
         if index == self.index:
-            result = self.rpc_ops[op](*args)
+            handler = self.ops.rpc(op)
+            if handler is None:
+                raise KernelError(f"unknown operation {op!r}")
+            result = handler(*args)
             if inspect.isawaitable(result):
                 result = await result
             if hook is not None:
@@ -462,7 +459,10 @@ class Runtime:
     def note(self, index: int, op: str, *args: Any) -> None:
         """A one-way notice to another process's runtime."""
         if index == self.index:
-            self.note_ops[op](*args)
+            handler = self.ops.note(op)
+            if handler is None:
+                raise KernelError(f"unknown notice {op!r}")
+            handler(*args)
         else:
             self.peer(index).send(dumps((wire.NOTE, op, args), op))
 
@@ -506,7 +506,7 @@ class Runtime:
         elif kind == wire.RPC:
             self._serve_rpc(env[1], env[2], env[3], env[4], env[5])
         elif kind == wire.NOTE:
-            handler = self.note_ops.get(env[1])
+            handler = self.ops.note(env[1])
             if handler is None:
                 log.error("unknown notice %r", env[1])
             else:
@@ -535,7 +535,7 @@ class Runtime:
         return f"{who} cannot unpickle {_pickled_types(data)}: {type(exc).__name__}: {exc}"
 
     def _serve_rpc(self, index: int, inc: int, ref: int, op: str, packed: bytes) -> None:
-        handler = self.rpc_ops.get(op)
+        handler = self.ops.rpc(op)
         if handler is None:
             self._reply_to(index, inc, ref, False, KernelError(f"unknown operation {op!r}"))
             return

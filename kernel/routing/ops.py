@@ -1,0 +1,79 @@
+"""``Ops``: what one process's runtime runs when another asks (an rpc, answered) or tells (a notice).
+
+One typed table, declared here, instead of string-keyed dicts that four modules filled in: each field
+says which side serves it and who implements it, so "who handles ``shutdown``?" has one answer (the
+field's comment). The runtime builds the entries every process serves; the node process
+(node/node.py ``Node._start``) and each worker (node/worker.py ``_serve``) add their side's, each in
+one place. A field left None is not served on that side: the request is answered "unknown operation".
+On the wire an operation is still its field's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..terms import Pid
+
+__all__ = ["NOTES", "RPCS", "Ops"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ops:
+    # -- rpcs every process serves (routing/runtime.py) -------------------------------------------
+    #: Start an actor here for a spawner elsewhere (``Runtime.spawn_local``).
+    spawn: Callable[..., Awaitable[Pid]]
+    #: Nothing: its answer proves everything sent before it was handled (causal set-up).
+    sync: Callable[[], None]
+    #: Register a local actor's name in this process's own table (``Runtime._rpc_adopt``).
+    adopt: Callable[[int, int, Any], bool]
+    #: The local actor with a checkpoint key (``Runtime._rpc_by_key``).
+    by_key: Callable[[Any], Pid | None]
+    # -- notices every process serves (routing/runtime.py) ----------------------------------------
+    #: The authority added or removed a name: update this replica (``NameTable.add``, ``names.remove``).
+    name_add: Callable[[Any, Pid], None]
+    name_del: Callable[[Any, Pid], None]
+    #: A worker died or came back (``Runtime.worker_down``, ``Runtime.worker_up``).
+    worker_down: Callable[[int, int], None]
+    worker_up: Callable[[int, int], None]
+    #: Let a quarantined message through again (``Quarantine.release``).
+    unquarantine: Callable[[Any, int, Any], None]
+    # -- rpcs the node process serves: the name authority (routing/authority.py) -------------------
+    register: Callable[[Any, Pid, bool], Awaitable[None]] | None = None
+    unregister: Callable[[Any], bool] | None = None
+    whereis: Callable[[Any], Pid | None] | None = None
+    registered: Callable[[], dict[Any, Pid]] | None = None
+    # -- notices the node process serves ----------------------------------------------------------
+    #: A send by a name the sender's replica did not know yet (routing/authority.py).
+    send_name: Callable[[Any, int, Any], None] | None = None
+    #: A worker finished starting (node/node.py ``Node._on_ready``).
+    ready: Callable[[int, int, int], None] | None = None
+    #: A worker answered a heartbeat (node/heartbeat.py ``Heartbeat._pong``).
+    pong: Callable[[int, int, float], None] | None = None
+    # -- rpcs a worker serves (node/worker.py) ----------------------------------------------------
+    #: Stop every actor, close the checkpoint store, then exit.
+    shutdown: Callable[[], Awaitable[None]] | None = None
+    #: This worker's part of the observer's snapshot, its metrics, one actor's state.
+    snapshot: Callable[[], dict[str, Any]] | None = None
+    metrics: Callable[[], dict[str, Any]] | None = None
+    state: Callable[[int, int], dict[str, Any] | None] | None = None
+    # -- notices a worker serves (node/worker.py) -------------------------------------------------
+    #: The whole name table, sent once at start.
+    names: Callable[[list[Any]], None] | None = None
+    #: The node's heartbeat: answered ``pong`` from this loop, so a blocked loop cannot answer.
+    ping: Callable[[float], None] | None = None
+
+    def rpc(self, op: Any) -> Callable[..., Any] | None:
+        """The handler of rpc ``op`` on this side, or None (unknown here, or a notice's name)."""
+        return getattr(self, op, None) if op in RPCS else None
+
+    def note(self, op: Any) -> Callable[..., None] | None:
+        """The handler of notice ``op`` on this side, or None."""
+        return getattr(self, op, None) if op in NOTES else None
+
+
+#: Which fields are answered rpcs and which one-way notices (a notice's name is refused as an rpc).
+NOTES = frozenset({"name_add", "name_del", "worker_down", "worker_up", "unquarantine", "send_name", "ready",
+                   "pong", "names", "ping"})
+RPCS = frozenset(f.name for f in fields(Ops)) - NOTES
