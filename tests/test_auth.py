@@ -79,3 +79,42 @@ def test_without_so_peercred_the_transport_relies_on_the_handshake(tmp_path, mon
             listener.close()
 
     asyncio.run(asyncio.wait_for(main(), BOUND))
+
+
+class _Loopback:
+    """A host:port address on 127.0.0.1, as the cluster's would be: the transport's seam takes it as is."""
+
+    def __init__(self) -> None:
+        self.port = 0
+
+    def __str__(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def serve(self, loop, factory):
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+    async def connect(self, loop, factory):
+        transport, _ = await loop.create_connection(factory, "127.0.0.1", self.port)
+        return transport
+
+
+def test_the_transport_runs_over_any_address_the_handshake_deciding_without_a_uid() -> None:
+    async def main() -> None:
+        got: asyncio.Queue = asyncio.Queue()
+        address = _Loopback()
+        listener = Listener(address, SECRET, got.put_nowait, lambda *a: None)
+        await listener.start()
+        good, bad = Peer(address, SECRET, (1, 0)), Peer(address, b"x" * 32, (2, 0))
+        try:
+            assert await good.connected()
+            good.post(("over tcp", 1))
+            assert await got.get() == ("over tcp", 1)
+            assert not await bad.connected()
+        finally:
+            good.close()
+            bad.close()
+            listener.close()
+
+    asyncio.run(asyncio.wait_for(main(), BOUND))

@@ -30,7 +30,7 @@ from ..errors import ActorExited, CallTimeout, KernelError, WorkerStartFailed
 from ..persistence import statefile
 from ..process.context import _current
 from ..process.raw import NodeContext
-from ..routing.authority import Authority
+from ..routing.authority import Authority, NameDirectory
 from ..routing.name_table import check_name
 from ..routing.runtime import Runtime
 from ..terms import NODE, Pid, Ref
@@ -194,11 +194,12 @@ class Node:
         rt.listener.max_message = self.max_message
         rt.send_buffer = self.send_buffer
         authority = Authority(rt)
+        directory: NameDirectory = authority
         self._heartbeat = Heartbeat(rt, self.worker_timeout, self._on_hung)
         # The node process's side of routing/ops.py, all of it here.
         rt.ops = dataclasses.replace(
-            rt.ops, register=authority.register, unregister=authority.unregister,
-            whereis=authority.names.get, registered=authority.registered, name_del=authority.name_del,
+            rt.ops, register=directory.register, unregister=directory.unregister,
+            whereis=directory.whereis, registered=directory.registered, name_del=authority.name_del,
             send_name=authority.send_name, ready=self._on_ready, pong=self._heartbeat._pong)
         await rt.start()
         ctx = self._ctx = NodeContext()

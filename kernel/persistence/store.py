@@ -45,7 +45,7 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import sqlite_utils
 
@@ -54,7 +54,7 @@ from .codec import decode, key_from_text, key_to_text
 from .statefile import OWNER_LOCK, check_private
 
 __all__ = [
-    "Activate", "Activation", "CheckpointStore", "CommitterStats", "DeadLetter", "Entry",
+    "Activate", "Activation", "CheckpointBackend", "CheckpointStore", "CommitterStats", "DeadLetter", "Entry",
     "GroupCommitter", "Record", "Write", "dead_letters", "entries", "keys", "load", "record",
 ]
 
@@ -514,6 +514,27 @@ class CommitterStats:
     pending: int  # submitted, not yet in a transaction
 
 
+class CheckpointBackend(Protocol):
+    """What :class:`GroupCommitter` needs of a checkpoint store, called on its writer thread (blocking).
+
+    The seam of the cluster issue (17): :class:`CheckpointStore` (one SQLite file) is today's one
+    implementation; a PostgreSQL store would implement the same: ``apply`` runs a batch of fenced writes
+    and activations in one transaction, all or nothing; the counters feed ``statistics`` and metrics.
+    """
+
+    transactions: int
+    rows_written: int
+    unchanged: int
+    stale: int
+    commit_latency: LatencyHistogram
+
+    def load(self, key: Any) -> Record | None: ...
+    def apply(self, ops: Sequence[Write | Activate], texts: Sequence[str] | None = None,
+              ) -> list[bool | StaleEpoch | Activation]: ...
+    def add_dead_letter(self, key: Any, message: bytes, error: str, count: int = 1) -> int: ...
+    def close(self) -> None: ...
+
+
 class GroupCommitter:
     """Group commit for one worker: one transaction, one fsync, serves every write submitted meanwhile.
 
@@ -523,7 +544,7 @@ class GroupCommitter:
     :class:`CheckpointWriteFailed`; later batches are tried afresh. Use it from one event loop.
     """
 
-    def __init__(self, store: CheckpointStore, *, executor: ThreadPoolExecutor | None = None,
+    def __init__(self, store: CheckpointBackend, *, executor: ThreadPoolExecutor | None = None,
                  max_batch: int = 2000) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
@@ -548,7 +569,7 @@ class GroupCommitter:
         return committer
 
     @property
-    def store(self) -> CheckpointStore:
+    def store(self) -> CheckpointBackend:
         return self._store
 
     def submit(self, key: Any, epoch: int, data: bytes, *, codec: str = "pickle", class_name: str = "",

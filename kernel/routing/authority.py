@@ -15,13 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import ActorExited, AlreadyStarted, NoProc
 from ..terms import NODE, Pid
 from .runtime import Runtime
 
-__all__ = ["Authority"]
+__all__ = ["Authority", "NameDirectory"]
+
+
+class NameDirectory(Protocol):
+    """The one writer of the node's name table, as the node process serves it to every worker.
+
+    The seam of the cluster issue (17): today :class:`Authority` in the node process; a directory shared
+    by several hosts (PostgreSQL) would sit behind the same four operations. Every process keeps its own
+    replica for sends and lookups (routing/name_table.py); only these go to the directory.
+    """
+
+    async def register(self, name: Any, pid: Pid, adopt: bool = True) -> None: ...
+    def unregister(self, name: Any) -> bool: ...
+    def whereis(self, name: Any) -> Pid | None: ...
+    def registered(self) -> dict[Any, Pid]: ...
 
 
 class _NameTurn:
@@ -90,6 +104,9 @@ class Authority:
         self.names.remove(name, holder)
         self._broadcast("name_del", name, holder)
         return True
+
+    def whereis(self, name: Any) -> Pid | None:
+        return self.names.get(name)
 
     def registered(self) -> dict[Any, Pid]:
         return dict(self.names.items_list())

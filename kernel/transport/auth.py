@@ -6,9 +6,9 @@ control socket (kernel/node/control.py, JSON) use them:
 * :func:`private_dir_problem`: a directory we put sockets or keys in must be a real directory (``lstat``:
   a symlink is refused, never followed), owned by us, mode 0700.
 * :func:`peer_credentials`: who is at the other end of a Unix socket, as the OS kernel recorded it at
-  ``connect()`` (``SO_PEERCRED``). Where the platform cannot tell (no ``SO_PEERCRED``, or the socket is
-  gone), it returns None and the caller relies on the handshake alone: both are fenced by a 0700
-  directory or a secret only our uid can read, so a missing uid check never opens the door by itself.
+  ``connect()`` (``SO_PEERCRED``). Where the platform cannot tell (no ``SO_PEERCRED``, not a Unix
+  socket, or the socket is gone), it returns None and the caller relies on the handshake alone: the
+  secret it proves is readable by our uid only, so a missing uid check never opens the door by itself.
 * :func:`mac` and :func:`verify`: one HMAC-SHA256 challenge-response, mutual: each side proves it knows
   the secret by answering the other side's fresh nonce. The two sides' answers cover different prefixes
   (``client:`` and ``server:``), so an answer can never be reflected back as the other side's.
@@ -51,8 +51,8 @@ def private_dir_problem(path: str | os.PathLike[str]) -> str | None:
 def peer_credentials(sock: Any) -> tuple[int, int, int] | None:
     """(pid, uid, gid) of the peer of Unix socket ``sock``; None where the platform cannot tell."""
     opt = getattr(socket, "SO_PEERCRED", None)
-    if opt is None or sock is None:
-        return None
+    if opt is None or sock is None or sock.family != socket.AF_UNIX:
+        return None  # no such option here, or not a Unix socket (TCP answers uid -1: no one)
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, opt, _UCRED.size)
     except OSError:

@@ -22,17 +22,16 @@ A stream is a sequence of length-prefixed pickles; each is one envelope (a tuple
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import pickle
-import socket
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from ..errors import MessageTooLarge
 from . import auth
+from .address import Address, as_address, check_private_dir
 from .serialize import loads
 from .wire import HEADER, MAX_MESSAGE, OVERLOAD_FACTOR, SEND_BUFFER
 
@@ -50,42 +49,6 @@ _dumps = pickle.dumps
 #: under 9 KB, typically ~40 B pickled in a batch), instead of at the end of the tick.
 _EAGER = 64 * 1024
 _EAGER_BATCH = 1024
-
-
-def check_private_dir(path: str) -> None:
-    """Refuse a socket directory that is a symlink, another user's, or open to others (``auth``)."""
-    problem = auth.private_dir_problem(path)
-    if problem is not None:
-        raise PermissionError(f"socket directory {problem}")
-
-
-#: Longest AF_UNIX address Linux accepts (sun_path is 108 bytes, one kept for the terminating NUL).
-_MAX_ADDRESS = 107
-
-
-def _check_address(path: str) -> None:
-    if len(os.fsencode(path)) > _MAX_ADDRESS:
-        raise ValueError(f"socket path {path!r} is longer than the {_MAX_ADDRESS} bytes AF_UNIX allows; "
-                         "use a shorter directory")
-
-
-def _abstract(path: str) -> bool:
-    """A Linux abstract socket name (leading NUL): no file, gone when its process dies."""
-    return path.startswith("\0")
-
-
-async def _connect_abstract(loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol],
-                            path: str) -> asyncio.Transport:
-    # uvloop's create_unix_connection refuses abstract names (EINVAL): connect the socket ourselves.
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        await loop.sock_connect(sock, path)
-        transport, _ = await loop.create_unix_connection(factory, sock=sock)
-    except BaseException:
-        sock.close()
-        raise
-    return transport
 
 
 class _Inbound(asyncio.Protocol):
@@ -203,9 +166,10 @@ class _Inbound(asyncio.Protocol):
 class Listener:
     """The socket a process accepts inbound connections on."""
 
-    def __init__(self, path: str, secret: bytes, dispatch: Callable[[Any], None],
+    def __init__(self, path: str | Address, secret: bytes, dispatch: Callable[[Any], None],
                  on_lost: Callable[[int, int], None], hint: Callable[[bool], None] | None = None) -> None:
-        self.path = path
+        self.address = as_address(path)
+        self.path = str(self.address)
         self._secret = secret
         self._dispatch = dispatch
         self._on_lost = on_lost
@@ -214,24 +178,7 @@ class Listener:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        _check_address(self.path)
-        loop = asyncio.get_running_loop()
-        if _abstract(self.path):  # no file to guard: the peer uid check and the handshake do
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.bind(self.path)
-                sock.setblocking(False)
-                self._server = await loop.create_unix_server(self._inbound, sock=sock)
-            except BaseException:
-                sock.close()
-                raise
-            return
-        check_private_dir(os.path.dirname(self.path))
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)  # a socket left by a dead predecessor of the same worker
-        self._server = await loop.create_unix_server(
-            self._inbound, self.path)
-        os.chmod(self.path, 0o600)
+        self._server = await self.address.serve(asyncio.get_running_loop(), self._inbound)
 
     def _inbound(self) -> _Inbound:
         inbound = _Inbound(self._secret, self._dispatch, self._on_lost, self._hint)
@@ -314,8 +261,10 @@ class Peer:
     path pays one flag test. The runtime pauses senders while busy and refuses messages while over.
     """
 
-    def __init__(self, path: str, secret: bytes, ident: tuple[int, int], limit: int = SEND_BUFFER) -> None:
-        self.path = path
+    def __init__(self, path: str | Address, secret: bytes, ident: tuple[int, int],
+                 limit: int = SEND_BUFFER) -> None:
+        self.address = as_address(path)
+        self.path = str(self.address)
         self._secret = secret
         self._ident = ident
         self._buf = bytearray()
@@ -496,10 +445,7 @@ class Peer:
             def factory() -> _Outbound:
                 return _Outbound(self._secret, self._ident, done, self._lost, self._pause)
 
-            if _abstract(self.path):
-                transport = await _connect_abstract(self._loop, factory, self.path)
-            else:
-                transport, _ = await self._loop.create_unix_connection(factory, self.path)
+            transport = await self.address.connect(self._loop, factory)
             await done
             transport.set_write_buffer_limits(high=self.limit)
         except (OSError, ConnectionError) as exc:
