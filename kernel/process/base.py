@@ -302,6 +302,21 @@ class Proc:
         if self._monitors:
             self._monitors.pop(ref, None)
 
+    def _on_worker_down(self, index: int, inc: int) -> None:
+        """Worker ``index`` (incarnation ``inc``) died: drop the monitors its processes held on this one,
+        and fire this one's monitors and links that pointed into it (``"worker_down"``)."""
+        if self._monitors:
+            for mref, w in list(self._monitors.items()):
+                if w.worker == index and w.incarnation == inc:
+                    del self._monitors[mref]
+        if self._watching:
+            for mref, target in list(self._watching.items()):
+                if isinstance(target, Pid) and target.worker == index and target.incarnation == inc:
+                    self._on_down(mref, target, "worker_down")
+        if self._links:
+            for other in [p for p in self._links if p.worker == index and p.incarnation == inc]:
+                self._on_exit(other, "worker_down", True)
+
     def _on_down(self, ref: Ref, pid: Any, reason: Reason) -> None:
         if self._watching is None or self._watching.pop(ref, None) is None:
             return  # demonitored meanwhile

@@ -724,19 +724,8 @@ class Runtime:
         self.names.forget_worker(index, inc)
         self.fail_calls(index, inc, ActorExited("worker_down", Pid(index, 0, inc)))
         for proc in list(self.procs.values()):
-            if proc._exiting:
-                continue
-            if proc._monitors:
-                for mref, w in list(proc._monitors.items()):
-                    if w.worker == index and w.incarnation == inc:
-                        del proc._monitors[mref]
-            if proc._watching:
-                for mref, target in list(proc._watching.items()):
-                    if isinstance(target, Pid) and target.worker == index and target.incarnation == inc:
-                        proc._on_down(mref, target, "worker_down")
-            if proc._links:
-                for other in [p for p in proc._links if p.worker == index and p.incarnation == inc]:
-                    proc._on_exit(other, "worker_down", True)
+            if not proc._exiting:
+                proc._on_worker_down(index, inc)
 
     def fail_calls(self, index: int, inc: int | None, error: BaseException) -> None:
         """Fail the pending calls into worker ``index`` (incarnation ``inc``; None: any) with ``error``."""
