@@ -266,3 +266,17 @@ class WorkerStartFailed(KernelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.index, self.attempts, self.cause))
+
+
+class PostgresUnavailable(KernelError):
+    """A throwaway PostgreSQL server (``kernel.pgserver``) could not be started: binaries missing, or
+    ``initdb`` / ``pg_ctl`` failed (the message carries their output)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(
+            f"cannot start a PostgreSQL server: {problem}; install PostgreSQL 15+ (Debian: "
+            "`apt-get install postgresql`) or put its bin directory on PATH")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problem,))
