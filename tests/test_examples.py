@@ -41,7 +41,7 @@ def test_uploads_actor_limiter_holds_and_the_naive_one_does_not() -> None:
     assert right.mode == "actor" and naive.mode == "naive"
     assert right.disk_peak <= 3 and right.limiter_peak <= 3 and right.users_over == 0
     assert right.disk_peak == 3 and right.rejected > 0  # the limit was reached, not just unexercised
-    assert right.limiters_per_user == 1  # get_or_spawn: one limiter per user, whatever the races
+    assert right.limiters_per_user == 1  # Entities("quotas"): one limiter per user, whatever the races
     assert naive.disk_peak > 3 and naive.users_over >= 1
     assert report.ok, report.claims
 
