@@ -364,6 +364,47 @@ def test_a_takeover_refuses_the_old_holders_writes_and_a_release_frees_the_name(
     run(body())
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_takeover_waits_for_a_write_in_flight_and_restores_it(db: str, batched: bool) -> None:
+    """The write locks its name's row: a takeover that comes while the write's transaction is open waits
+    for it, so the new holder restores the acknowledged write instead of losing it."""
+    async def body() -> None:
+        zc, tc, admin = [await asyncpg.connect(db) for _ in range(3)]
+        try:
+            z = Membership(zc, "z", "127.0.0.1:1", lease=60.0)
+            t = Membership(tc, "t", "127.0.0.1:2", lease=60.0)
+            await z.join()
+            await t.join()
+            fence = (await Directory(zc, z).claim("k")).fence
+            tx = zc.transaction()
+            await tx.start()
+            store = PgCheckpointStore(zc)
+            if batched:
+                (seq,) = await store.write_batch([Write("k", fence, b"in flight")])
+            else:
+                seq = await store.write("k", fence, b"in flight")
+            await expire(admin, "z")
+            takeover = asyncio.ensure_future(Directory(tc, t).claim("k"))
+            pid = tc.get_server_pid()
+
+            async def waiting() -> bool:
+                return await admin.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid) is True
+
+            await until(waiting, "waiting for the write's lock")
+            await tx.commit()  # acknowledged now
+            assert (await takeover).fence == fence + 1
+            restored = await PgCheckpointStore(tc).read("k")
+            assert restored is not None and (restored.state, restored.seq) == (b"in flight", seq)
+            with pytest.raises(Fenced):
+                await PgCheckpointStore(zc).write("k", fence, b"after the takeover")
+        finally:
+            for c in (zc, tc, admin):
+                await c.close()
+
+    run(body())
+
+
 def test_leave_frees_the_names_of_the_node(db: str) -> None:
     async def body() -> None:
         ca, cb = await asyncpg.connect(db), await asyncpg.connect(db)
