@@ -11,7 +11,8 @@ Promises:
 * A name's fence only grows (its row is never deleted), so a holder's fence says which claim it is. The
   checkpoint store (:mod:`kernel.cluster.store`) commits a write only under the name's current fence:
   the lease decides who may claim, the fence decides whose writes commit.
-* Only a live member claims: a node whose own lease ran out gets :class:`~kernel.errors.LeaseExpired`.
+* Only a live member takes a name: a node whose own lease ran out gets :class:`~kernel.errors.LeaseExpired`
+  when it would take one (it is still told a live holder's address).
 """
 
 from __future__ import annotations
@@ -81,16 +82,22 @@ class Directory:
     async def claim(self, name: str) -> Holder:
         """Take ``name`` if it is free or its holder's lease ran out; else return its live holder.
 
-        Claiming a name this node already holds returns its current claim (same fence).
+        Claiming a name this node already holds returns its current claim (same fence). A name with a
+        live holder is answered by one read; only a free or expired one runs the claiming statement.
 
         Raises:
-            LeaseExpired: this node's own lease ran out (it may not claim until it joins again).
+            LeaseExpired: the name is free but this node's own lease ran out (it may not take names until
+                it joins again).
         """
         _check_name(name)
         m = self.membership
         if m.incarnation is None:
             raise LeaseExpired(m.node, "it has not joined")
         for _ in range(_ATTEMPTS):
+            # Most claims find a live holder (routing): one read, no row lock, no commit to wait for.
+            holder = await self.lookup(name)
+            if holder is not None:
+                return holder
             row = await self.db.fetchrow(_CLAIM, name, m.node, m.incarnation)
             if not row["member"]:
                 raise LeaseExpired(m.node, f"found when claiming {name!r}")
