@@ -643,3 +643,13 @@ def test_no_two_holders_commit_and_no_acknowledged_write_is_lost(db: str,
                 await c.close()
 
     asyncio.run(asyncio.wait_for(body(), BOUND * 2))
+
+
+def test_the_bench_runs_end_to_end(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """tools/bench/cluster_db.py yields its rows (no timing is asserted: figures are judged by the bench)."""
+    from tools.bench.cluster_db import main
+
+    assert main(["--n", "20", "--rounds", "1", "--dsn", db]) == 0
+    out = capsys.readouterr().out
+    for row in ("SELECT 1 (floor)", "claim (free name)", "claim (held: route)", "renew", "fenced/raw"):
+        assert row in out
