@@ -280,3 +280,56 @@ class PostgresUnavailable(KernelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.problem,))
+
+
+class ClusterSchemaMismatch(KernelError):
+    """The cluster's database was set up by a newer kernel (``found`` > ``supported``): upgrade this node."""
+
+    def __init__(self, found: int, supported: int) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"the cluster database has schema version {found}, this kernel knows up to {supported}; "
+            "upgrade this node's pyotp-kernel before it joins")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.found, self.supported))
+
+
+class LeaseExpired(KernelError):
+    """This node's membership lease ran out (or it never joined): the cluster counts it as dead.
+
+    Its names may already be held by others; it must stop its persistent actors and join again (a new
+    incarnation) rather than retry.
+    """
+
+    def __init__(self, node: str, detail: str = "") -> None:
+        self.node = node
+        self.detail = detail
+        why = f": {detail}" if detail else ""
+        super().__init__(
+            f"the lease of node {node!r} has expired or was never taken{why}; stop its persistent actors "
+            "and join the cluster again")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.node, self.detail))
+
+
+class Fenced(KernelError):
+    """A checkpoint write under fence ``fence`` was refused: ``key``'s claim is now ``current``.
+
+    ``current`` is None when nobody holds the name any more. Another holder took the name over (this one
+    was paused, partitioned or expired), so its writes can never commit again; stop rather than retry.
+    """
+
+    def __init__(self, key: str, fence: int, current: int | None) -> None:
+        self.key = key
+        self.fence = fence
+        self.current = current
+        now = "nobody holds the name" if current is None else f"the name is now held under fence {current}"
+        super().__init__(
+            f"checkpoint of {key!r} refused: written under fence {fence}, but {now}; this holder was taken "
+            f"over or released it, so it must stop its actor for {key!r} rather than retry")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.fence, self.current))
