@@ -773,7 +773,8 @@ class Runtime:
         if proc is None:
             raise NoProc(pid)
         if not isinstance(proc, Actor):
-            raise TypeError(f"pid must be an Actor's to be traced; {pid!r} is a {type(proc).__name__}")
+            raise TypeError(f"dest must name an Actor to be traced; {pid!r} is a raw process "
+                            f"({type(proc).__name__}), whose receive is not traced")
         self.traces.start(proc, n)
 
     def _rpc_trace_log(self, serial: int, inc: int) -> TraceLog:

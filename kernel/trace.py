@@ -108,7 +108,7 @@ class Trace:
             return
         try:
             shown = msg_repr.repr(message)
-        except Exception as exc:  # a user's __repr__ that raises must not crash the traced actor
+        except Exception as exc:  # reprlib stands in for most failing __repr__s; never crash the actor
             shown = f"<repr failed: {type(exc).__name__}>"
         self.events.append(TraceEvent(time.time(), direction, kind, peer, shown))
         self.left -= 1
@@ -131,7 +131,8 @@ class Trace:
 
 
 class Traces:
-    """One runtime's traces, by process serial: the running ones and the last :data:`KEPT` ended."""
+    """One runtime's traces, by process serial: the :data:`KEPT` newest, running or ended (starting one
+    more forgets the oldest, which ends as ``"replaced"`` if it still ran)."""
 
     __slots__ = ("_by_serial",)
 
