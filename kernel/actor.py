@@ -455,9 +455,8 @@ class Actor(Proc):
             item = mbox.popleft()
             kind = item[0]
             held = None
-            trace = self._trace
-            if trace is not None:
-                trace.received(item)
+            if self._trace is not None:  # tracing off: this test is all it costs (kernel.trace)
+                self._trace.received(item)
             try:
                 if kind == _CAST:
                     await self.handle_cast(item[1])
@@ -468,8 +467,8 @@ class Actor(Proc):
                     result = await self.handle_call(item[1], item[2])
                     self._calling = None
                     if result is not NoReply:
-                        if trace is not None:
-                            trace.replied(item[2], result)
+                        if self._trace is not None:
+                            self._trace.replied(item[2], result)
                         if self._persistent:
                             held = (item[2], result)  # released once its state is safe
                         else:
