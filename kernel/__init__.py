@@ -45,6 +45,7 @@ from .errors import (
     MessageTooLarge,
     NoProc,
     NotSerializable,
+    NotTraced,
     Overloaded,
     Quarantined,
     StaleEpoch,
@@ -55,6 +56,7 @@ from .errors import (
 from .node import Node
 from .process import NodeContext, Process
 from .terms import Crash, Down, Exit, NoReply, Pid, Ref
+from .trace import TraceEvent, TraceLog
 
 __all__ = [
     "Actor",
@@ -75,6 +77,7 @@ __all__ = [
     "Node",
     "NodeContext",
     "NotSerializable",
+    "NotTraced",
     "Overloaded",
     "Pid",
     "Process",
@@ -82,6 +85,8 @@ __all__ = [
     "Ref",
     "StaleEpoch",
     "StateFileInUse",
+    "TraceEvent",
+    "TraceLog",
     "UnsafeStateFile",
     "WorkerStartFailed",
     "call",

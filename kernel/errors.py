@@ -20,6 +20,7 @@ __all__ = [
     "MessageTooLarge",
     "NoProc",
     "NotSerializable",
+    "NotTraced",
     "Overloaded",
     "Quarantined",
     "StaleEpoch",
@@ -197,6 +198,17 @@ class Quarantined(KernelError):
         super().__init__(
             f"the message was quarantined for {dest!r}: it crashed the actor repeatedly; inspect it with "
             "`python -m tools.checkpoints STATE`, fix the handler, then replay or drop it")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.dest,))
+
+
+class NotTraced(KernelError):
+    """``Node.trace_log`` found no trace for ``dest``: none was started, or it was long forgotten."""
+
+    def __init__(self, dest: Any) -> None:
+        self.dest = dest
+        super().__init__(f"{dest!r} has no message trace: start one with node.trace({dest!r}, n)")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.dest,))

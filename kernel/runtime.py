@@ -26,13 +26,14 @@ from typing import Any
 from . import wire
 from .actor import SLICE, Actor
 from .context import _current
-from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable, Overloaded
+from .errors import ActorExited, CallTimeout, KernelError, NoProc, NotSerializable, NotTraced, Overloaded
 from .names import NameTable, check_name
 from .proc import Proc
 from .process import NodeContext, Process
 from .quarantine import Quarantine
 from .serialize import dumps, loads, plain
 from .terms import NODE, Crash, Pid, Ref
+from .trace import TraceLog, Traces
 from .transport import Listener, Peer
 
 __all__ = ["Runtime", "socket_path"]
@@ -76,6 +77,8 @@ class Runtime:
         self.gone: dict[int, BaseException] = {}
         self.workers = workers
         self.quarantine = Quarantine()
+        #: Message traces of this process's actors (kernel.trace): started by ``Node.trace``.
+        self.traces = Traces()
         #: The quarantine's key -> digests table (the same dict, mutated in place): empty in a healthy
         #: node, so every delivery pays one truthiness test for it.
         self.blocked = self.quarantine.blocked
@@ -90,6 +93,8 @@ class Runtime:
             "sync": lambda: None,
             "adopt": self._rpc_adopt,
             "by_key": self._rpc_by_key,
+            "trace": self._rpc_trace,
+            "trace_log": self._rpc_trace_log,
         }
         self.note_ops: dict[str, Callable[..., None]] = {
             "name_add": self.names.add,
@@ -761,6 +766,22 @@ class Runtime:
             if proc.key == key and not proc._exiting:
                 return proc.pid
         return None
+
+    def _rpc_trace(self, serial: int, inc: int, n: int) -> None:
+        pid = Pid(self.index, serial, inc)
+        proc = self.local(pid)
+        if proc is None:
+            raise NoProc(pid)
+        if not isinstance(proc, Actor):
+            raise TypeError(f"dest must name an Actor to be traced; {pid!r} is a raw process "
+                            f"({type(proc).__name__}), whose receive is not traced")
+        self.traces.start(proc, n)
+
+    def _rpc_trace_log(self, serial: int, inc: int) -> TraceLog:
+        found = self.traces.log(serial, inc)
+        if found is None:
+            raise NotTraced(Pid(self.index, serial, inc))
+        return found
 
     def release(self, proc: Proc) -> None:
         """An exiting process gives up its table slot and names, before its exit signals go out."""
