@@ -43,6 +43,7 @@ from .errors import (
     MessageTooLarge,
     NoProc,
     NotSerializable,
+    NotTraced,
     Overloaded,
     Quarantined,
     StaleEpoch,
@@ -54,6 +55,7 @@ from .node.node import Node
 from .process.actor import Actor, Checkpoint
 from .process.context import current, current_or_none
 from .process.raw import NodeContext, Process
+from .process.trace import TraceEvent, TraceLog
 from .terms import Crash, Down, Exit, NoReply, Pid, Ref
 
 __all__ = [
@@ -75,6 +77,7 @@ __all__ = [
     "Node",
     "NodeContext",
     "NotSerializable",
+    "NotTraced",
     "Overloaded",
     "Pid",
     "Process",
@@ -82,6 +85,8 @@ __all__ = [
     "Ref",
     "StaleEpoch",
     "StateFileInUse",
+    "TraceEvent",
+    "TraceLog",
     "UnsafeStateFile",
     "WorkerStartFailed",
     "call",

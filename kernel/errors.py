@@ -20,6 +20,7 @@ __all__ = [
     "MessageTooLarge",
     "NoProc",
     "NotSerializable",
+    "NotTraced",
     "Overloaded",
     "Quarantined",
     "StaleEpoch",
@@ -202,6 +203,17 @@ class Quarantined(KernelError):
         return (type(self), (self.dest,))
 
 
+class NotTraced(KernelError):
+    """``Node.trace_log`` found no trace for ``dest``: none was started, or it was long forgotten."""
+
+    def __init__(self, dest: Any) -> None:
+        self.dest = dest
+        super().__init__(f"{dest!r} has no message trace: start one with node.trace({dest!r}, n)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.dest,))
+
+
 class CheckpointCorrupt(KernelError):
     """A stored checkpoint no longer matches its digest: it was damaged on disk; it is not restored."""
 
@@ -266,3 +278,70 @@ class WorkerStartFailed(KernelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.index, self.attempts, self.cause))
+
+
+class PostgresUnavailable(KernelError):
+    """A throwaway PostgreSQL server (``kernel.pgserver``) could not be started: binaries missing, or
+    ``initdb`` / ``pg_ctl`` failed (the message carries their output)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(
+            f"cannot start a PostgreSQL server: {problem}; install PostgreSQL 15+ (Debian: "
+            "`apt-get install postgresql`) or put its bin directory on PATH")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problem,))
+
+
+class ClusterSchemaMismatch(KernelError):
+    """The cluster's database was set up by a newer kernel (``found`` > ``supported``): upgrade this node."""
+
+    def __init__(self, found: int, supported: int) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"the cluster database has schema version {found}, this kernel knows up to {supported}; "
+            "upgrade this node's pyotp-kernel before it joins")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.found, self.supported))
+
+
+class LeaseExpired(KernelError):
+    """This node's membership lease ran out (or it never joined): the cluster counts it as dead.
+
+    Its names may already be held by others; it must stop its persistent actors and join again (a new
+    incarnation) rather than retry.
+    """
+
+    def __init__(self, node: str, detail: str = "") -> None:
+        self.node = node
+        self.detail = detail
+        why = f": {detail}" if detail else ""
+        super().__init__(
+            f"the lease of node {node!r} has expired or was never taken{why}; stop its persistent actors "
+            "and join the cluster again")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.node, self.detail))
+
+
+class Fenced(KernelError):
+    """A checkpoint write under fence ``fence`` was refused: ``key``'s claim is now ``current``.
+
+    ``current`` is None when nobody holds the name any more. Another holder took the name over (this one
+    was paused, partitioned or expired), so its writes can never commit again; stop rather than retry.
+    """
+
+    def __init__(self, key: str, fence: int, current: int | None) -> None:
+        self.key = key
+        self.fence = fence
+        self.current = current
+        now = "nobody holds the name" if current is None else f"the name is now held under fence {current}"
+        super().__init__(
+            f"checkpoint of {key!r} refused: written under fence {fence}, but {now}; this holder was taken "
+            f"over or released it, so it must stop its actor for {key!r} rather than retry")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.fence, self.current))

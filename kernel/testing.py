@@ -18,6 +18,8 @@ Installed with the package and registered through the ``pytest11`` entry point, 
   ``kernel_timeout`` (seconds, default 60). No pytest-asyncio needed; other ``async def`` tests are left
   to whatever async plugin the project uses. A plain ``def`` test can drive the node with
   :func:`run_on`.
+* ``postgres``: a throwaway PostgreSQL server for the session (:class:`kernel.pgserver.PostgresServer`),
+  for cluster mode and anything else that needs a real database; ``postgres.dsn`` connects to it.
 * :func:`settle`, :func:`kill_worker`, :func:`hang_worker`, :func:`resume_worker`, :class:`Facts`,
   :func:`wait_facts`, :func:`wait_down` and :func:`run_node` (a node around one coroutine, from
   plain code) come from :mod:`kernel.testkit`. See docs/guides/testing.md.
@@ -38,6 +40,7 @@ import pytest
 import uvloop
 
 from .node.node import Node
+from .pgserver import FAST, PostgresServer
 from .testkit import Facts, hang_worker, kill_worker, resume_worker, run_node, settle, wait_down, wait_facts
 
 __all__ = ["Facts", "NodeRunner", "hang_worker", "kill_worker", "resume_worker", "run_node", "run_on",
@@ -189,3 +192,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     names = pyfuncitem._fixtureinfo.argnames
     runner.run(pyfuncitem.obj(**{name: pyfuncitem.funcargs[name] for name in names}))
     return True
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the whole session (``kernel.pgserver``), on loopback, without
+    fsync (its data is thrown away); ``postgres.dsn`` connects to it. Stopped and removed afterwards."""
+    with PostgresServer(settings=FAST) as server:
+        yield server

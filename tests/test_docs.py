@@ -59,8 +59,8 @@ def test_nothing_points_outside_the_repository() -> None:
     offenders = []
     for path in ROOT.rglob("*"):
         parts = path.relative_to(ROOT).parts
-        if SKIP & set(parts) or any(p.endswith(".egg-info") for p in parts) or not path.is_file() \
-                or path.stat().st_size > 2**20:
+        if SKIP & set(parts) or any(p.endswith(".egg-info") or p.startswith(".venv-") for p in parts) \
+                or not path.is_file() or path.stat().st_size > 2**20:
             continue
         try:
             text = path.read_text()

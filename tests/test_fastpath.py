@@ -31,8 +31,9 @@ def test_each_operation_has_one_table_entry_and_a_notice_is_not_an_rpc() -> None
     from kernel.routing.ops import NOTES, RPCS, Ops
 
     assert "shutdown" in RPCS and "ping" in NOTES and not RPCS & NOTES
-    ops = Ops(spawn=None, sync=lambda: None, adopt=None, by_key=None, name_add=None,  # type: ignore[arg-type]
-              name_del=None, worker_down=None, worker_up=None, unquarantine=lambda *a: None)  # type: ignore[arg-type]
+    none = dict.fromkeys(("spawn", "adopt", "by_key", "trace", "trace_log", "name_add", "name_del",
+                          "worker_down", "worker_up"))
+    ops = Ops(sync=lambda: None, unquarantine=lambda *a: None, **none)
     assert ops.rpc("sync") is ops.sync
     assert ops.rpc("unquarantine") is None  # a notice's name, asked as an rpc
     assert ops.note("unquarantine") is ops.unquarantine

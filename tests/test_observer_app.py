@@ -16,7 +16,16 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, Tree
 
 from kernel.node.control import ControlError
-from tools.observer.app import Confirm, ConfirmKill, ConfirmStop, DeadLettersScreen, HelpScreen, ObserverApp
+from tools.observer.app import (
+    TRACE_N,
+    Confirm,
+    ConfirmKill,
+    ConfirmStop,
+    DeadLettersScreen,
+    HelpScreen,
+    ObserverApp,
+    TraceScreen,
+)
 from tools.observer.sample import sample_snapshot
 
 BOUND = 5.0
@@ -34,6 +43,7 @@ class FakeNode:
         self.stopped: list[str] = []
         self.replayed: list[int] = []
         self.dropped: list[int] = []
+        self.traces: dict[str, dict[str, Any]] = {}
         self.letters = [
             {"id": 1, "key": "'u42'", "error": "ZeroDivisionError: division by zero", "count": 3,
              "created": 1700000050.0, "message": "cast: ('divide', 0)"},
@@ -75,6 +85,23 @@ class FakeNode:
     async def stop(self, pid: str) -> dict[str, Any]:
         self.stopped.append(pid)
         return {}
+
+    async def trace(self, pid: str, n: int) -> dict[str, Any]:
+        self.traces[pid] = {"pid": pid, "n": n, "events": [], "ended": None}
+        return {}
+
+    async def trace_log(self, pid: str) -> dict[str, Any]:
+        if pid not in self.traces:
+            raise ControlError("not_traced", f"{pid} has no message trace")
+        return copy.deepcopy(self.traces[pid])
+
+    def traced(self, pid: str, direction: str, kind: str, peer: str | None, message: str) -> None:
+        """One message of ``pid``'s running trace, as its worker would record it."""
+        log = self.traces[pid]
+        log["events"].append({"at": 1700000100.25 + len(log["events"]), "direction": direction, "kind": kind,
+                              "peer": peer, "message": message})
+        if len(log["events"]) >= log["n"]:
+            log["ended"] = "limit"
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self.letters)
@@ -258,7 +285,7 @@ def test_question_mark_shows_every_key() -> None:
             await pilot.press("question_mark")
             await settle(pilot, lambda: isinstance(app.screen, HelpScreen))
             help_text = shown(app.screen, "#help")
-            for key in ("/", "escape", "m r e p", "s", "k", "d", "q"):
+            for key in ("/", "escape", "m r e p", "s", "k", "t", "d", "q"):
                 assert f"{key}  " in help_text, key
             assert "stop the selected actor the orderly way" in help_text
             await pilot.press("escape")
@@ -433,3 +460,46 @@ def test_details_show_the_sampled_stack_and_the_worker_that_is_held() -> None:
             await settle(pilot, lambda: "no handler in progress" in details(app))
 
     run(main())
+
+
+def test_t_traces_the_selected_actor_and_shows_events_as_they_arrive() -> None:
+    async def main() -> None:
+        fake = FakeNode()
+        app = ObserverApp(fake, node="demo", interval=None)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot, lambda: app.snapshot is not None)
+            app.query_one("#procs", DataTable).focus()
+            await pilot.press("home")  # <0.2>
+            await settle(pilot, lambda: app.selected == "<0.2>")
+            await pilot.press("t")
+            await settle(pilot, lambda: isinstance(app.screen, TraceScreen) and app.screen.traced is not None)
+            screen = app.screen
+            assert isinstance(screen, TraceScreen)
+            assert fake.traces["<0.2>"]["n"] == TRACE_N
+            table: DataTable[Any] = screen.query_one("#trace", DataTable)
+            assert table.row_count == 0 and "0/20 messages, tracing" in shown(screen, "#trace-status")
+            fake.traces["<0.2>"]["n"] = 3  # the node's trace of 3, so the test reaches its end
+            fake.traced("<0.2>", "in", "call", "<node.1>", "('book', 3)")
+            fake.traced("<0.2>", "out", "cast", "'audit'", "('booked', 3)")
+            await screen.action_reload()
+            assert table.row_count == 2
+            assert [str(c) for c in table.get_row_at(0)] == ["22:15:00.250", "in ", "call", "<node.1>",
+                                                             "('book', 3)"]
+            assert str(table.get_row_at(1)[3]) == "'audit'"
+            fake.traced("<0.2>", "out", "reply", "<node.1>", "'ok'")
+            await screen.action_reload()
+            assert table.row_count == 3
+            assert "3/3 messages, ended: all traced" in shown(screen, "#trace-status")
+            await pilot.press("escape")
+            await settle(pilot, lambda: not isinstance(app.screen, TraceScreen))
+            fake.traces.clear()  # a trace the node has forgotten: the screen says so, the app lives on
+            fake.trace = lambda pid, n: _fail_trace()  # type: ignore[assignment,method-assign]
+            await pilot.press("t")
+            await settle(pilot, lambda: isinstance(app.screen, TraceScreen) and app.screen.error is not None)
+            assert "cannot trace <0.2>: noproc" in shown(app.screen, "#trace-status")
+
+    run(main())
+
+
+async def _fail_trace() -> dict[str, Any]:
+    raise ControlError("noproc", "no process <0.2>")

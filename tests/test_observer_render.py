@@ -252,3 +252,18 @@ def test_dead_letters_table() -> None:
     out = text(render.dead_letters_table(letters), width=160)
     assert "dead letters (1)" in out
     assert " 7    'u42'   3       22:14:10   ZeroDivisionError: division by zero   cast: ('divide', 0)" in out
+
+
+def test_trace_rows_and_summary() -> None:
+    events = [{"at": 1700000100.25, "direction": "in", "kind": "call", "peer": "<1.2>", "message": "'tick'"},
+              {"at": 1700000100.5, "direction": "out", "kind": "reply", "peer": "<1.2>", "message": "3"},
+              {"direction": "in", "kind": "cast", "peer": None, "message": "'x'"}]
+    assert [[c.plain for c in row] for row in render.trace_rows(events)] == [
+        ["22:15:00.250", "in ", "call", "<1.2>", "'tick'"],
+        ["22:15:00.500", "out", "reply", "<1.2>", "3"],
+        ["?", "in ", "cast", "-", "'x'"],
+    ]
+    log = {"n": 20, "events": events, "ended": None}
+    assert render.trace_summary(log) == "3/20 messages, tracing…"
+    assert render.trace_summary({**log, "ended": "exited"}) == "3/20 messages, ended: the actor exited"
+    assert render.trace_summary({**log, "ended": "limit"}) == "3/20 messages, ended: all traced"

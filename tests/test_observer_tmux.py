@@ -189,3 +189,38 @@ def test_kill_from_the_observer_in_a_terminal_and_ctrl_c_the_runner(
         for proc in workers:
             if proc.is_running():
                 proc.kill()
+
+
+def test_trace_of_the_selected_actor_in_a_terminal(tmux: Tmux, runtime_env: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    name = f"tmux-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    runner, lines = start_runner(name, runtime_env)
+    output: list[str] = []
+    try:
+        wait_line(lines, "watch it live", output)
+        tmux.start(
+            f"cd {ROOT} && exec env XDG_RUNTIME_DIR={runtime_env['XDG_RUNTIME_DIR']} "
+            f"{sys.executable} -m tools.observer --node {name} --interval 0.5"
+        )
+        screen = tmux.wait_for("the supervision tree", lambda s: tree_pid(s, "alpha") and "root" in s)
+        alpha = tree_pid(screen, "alpha")
+        tmux.keys("Down", "Down")
+        tmux.wait_for("alpha selected in the detail panel", lambda s: "key       root/alpha" in s)
+        tmux.keys("t")
+        tmux.wait_for("the trace view", lambda s: f"trace of {alpha}" in s)
+        # The ticker (on worker 1) calls alpha every 0.2 s: 10 calls in and 10 replies out end the trace.
+        screen = tmux.wait_for("the trace's end", lambda s: "20/20 messages, ended: all traced" in s)
+        (tmp_path / "observer-trace.txt").write_text(screen)
+        print(f"\n--- observer trace of {alpha} ---\n{screen}")  # the capture, for reports (-s)
+        rows = [line for line in screen.splitlines() if re.search(r"\d\d:\d\d:\d\d\.\d{3}", line)]
+        assert any(re.search(r"in +call +<1\.\d+> +'tick'", row) for row in rows), screen
+        assert any(re.search(r"out +reply +<1\.\d+> +\d+", row) for row in rows), screen
+        tmux.keys("Escape")
+        tmux.wait_for("the main view again", lambda s: "key       root/alpha" in s)
+        tmux.keys("q")
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=BOUND) == 0, "".join(output)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait(timeout=BOUND)

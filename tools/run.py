@@ -41,6 +41,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    """``--worker-timeout``, ``--start-timeout``: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m kernel",
@@ -57,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="SQLite checkpoint file (default: a temporary file removed at exit)")
     run.add_argument("--name", default=None,
                      help="node name, used by `python -m tools.observer --node NAME`")
+    run.add_argument("--worker-timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+                     help="kill and replace a worker whose loop has not answered the heartbeat for this "
+                          "long (default 30)")
+    run.add_argument("--start-timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+                     help="how long a worker process may take to start before it is retried (default 30)")
     run.add_argument("--asgi", default=None, metavar="MODULE:APP",
                      help="serve this ASGI application (FastAPI, Starlette...) from every worker")
     run.add_argument("--port", type=_tcp_port(1), default=None, metavar="N", help="the ASGI front's TCP port")
@@ -106,12 +122,11 @@ def load_children(target: str) -> list[ChildSpec]:
     return children
 
 
-async def serve(children: list[ChildSpec], workers: int | None, state: str | None, name: str | None,
-                asgi: tuple[str, str, int] | None = None, metrics_port: int | None = None,
-                metrics_host: str = "127.0.0.1") -> int:
+async def serve(children: list[ChildSpec], asgi: tuple[str, str, int] | None = None,
+                **node_options: Any) -> int:
+    """Run ``children`` under a root supervisor on a ``Node(**node_options)`` until a signal or its end."""
     log = logging.getLogger("kernel.run")
-    async with Node(workers=workers, state=state, name=name, metrics_port=metrics_port,
-                    metrics_host=metrics_host) as node:
+    async with Node(**node_options) as node:
         if asgi is not None:
             # The front starts last, once what its handlers call is up, and stops first.
             app, host, port = asgi
@@ -163,8 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]cannot load {args.target}:[/] {exc}")
         return 2
     try:
-        return kernel.run(serve(children, args.workers, args.state, args.name, asgi, args.metrics_port,
-                                args.metrics_host))
+        options = {"workers": args.workers, "state": args.state, "name": args.name,
+                   "metrics_port": args.metrics_port, "metrics_host": args.metrics_host}
+        for option in ("worker_timeout", "start_timeout"):  # given: else the Node's own default
+            if getattr(args, option) is not None:
+                options[option] = getattr(args, option)
+        return kernel.run(serve(children, asgi, **options))
     except (ValueError, TypeError) as exc:
         console.print(f"[bold red]bad option:[/] {exc}")
         return 2

@@ -55,6 +55,7 @@ from typing import Any, Literal
 
 from kernel.errors import KernelError
 
+from ..process.trace import MAX_TRACE
 from ..transport.auth import NONCE_BYTES, mac, peer_credentials, private_dir_problem
 
 __all__ = [
@@ -77,7 +78,8 @@ __all__ = [
 log = logging.getLogger("kernel.control")
 
 #: The closed set of requests; anything else is refused before the handler sees it.
-OPS = frozenset({"ping", "snapshot", "state", "kill", "stop", "replay", "drop", "dead_letters", "stack"})
+OPS = frozenset({"ping", "snapshot", "state", "kill", "stop", "replay", "drop", "dead_letters", "stack",
+                 "trace", "trace_log"})
 #: Largest request line accepted after authentication (requests are tiny; this only bounds abuse).
 MAX_REQUEST = 64 * 1024
 #: Largest line accepted before authentication, as in ``multiprocessing`` (``recv_bytes(256)``).
@@ -614,10 +616,15 @@ def _validate_request(req: dict[str, Any]) -> None:
     op = req.get("op")
     if op not in OPS:
         raise ControlError("unknown_op", f"op must be one of {sorted(OPS)}, got {op!r}")
-    if op in ("state", "kill", "stop", "stack"):
+    if op in ("state", "kill", "stop", "stack", "trace", "trace_log"):
         pid = req.get("pid")
         if not isinstance(pid, str) or not _PID_RE.fullmatch(pid):
             raise ControlError("bad_request", f"pid must be a pid repr such as '<0.3>', got {pid!r}")
+    if op == "trace":
+        n = req.get("n")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_TRACE:
+            raise ControlError("bad_request", f"n must be an int in 1..{MAX_TRACE} (the number of messages "
+                               f"to trace), got {n!r}")
     if op in ("replay", "drop"):
         letter = req.get("id")
         if not isinstance(letter, int) or isinstance(letter, bool) or letter < 1:

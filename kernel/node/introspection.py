@@ -13,6 +13,7 @@ from typing import Any
 
 from ..process.actor import Actor
 from ..process.raw import NodeContext
+from ..process.trace import msg_repr
 from ..routing.runtime import Runtime
 from ..transport import wire
 
@@ -26,9 +27,7 @@ REPR.maxlist = REPR.maxdict = 20
 
 #: Queued messages ``state`` shows (the first ones, oldest first), each repr capped by ``MESSAGE_REPR``.
 QUEUE_SHOWN = 10
-MESSAGE_REPR = reprlib.Repr()
-MESSAGE_REPR.maxstring = MESSAGE_REPR.maxother = 160
-MESSAGE_REPR.maxlist = MESSAGE_REPR.maxdict = MESSAGE_REPR.maxtuple = 8
+MESSAGE_REPR = msg_repr  # the same cap as a traced message's (process/trace.py)
 KIND_NAMES = {wire.SEND: "send", wire.CAST: "cast", wire.CALL: "call"}
 
 

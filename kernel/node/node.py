@@ -26,10 +26,11 @@ import threading
 import time
 from typing import Any
 
-from ..errors import ActorExited, CallTimeout, KernelError, WorkerStartFailed
+from ..errors import ActorExited, CallTimeout, KernelError, NoProc, NotTraced, WorkerStartFailed
 from ..persistence import statefile
 from ..process.context import _current
 from ..process.raw import NodeContext
+from ..process.trace import TraceLog, check_limit
 from ..routing.authority import Authority, NameDirectory
 from ..routing.name_table import check_name
 from ..routing.runtime import Runtime
@@ -554,6 +555,38 @@ class Node:
         check_name(name)
         return self._running.names.get(name)
 
+    async def trace(self, dest: Any, n: int = 20) -> None:
+        """Record the next ``n`` messages actor ``dest`` (pid or name) handles and sends, then stop by
+        itself (Erlang's ``sys:trace`` with recon_trace's limit; see process/trace.py). A trace it already
+        has is replaced. Read it with :meth:`trace_log`; it stays readable after it ended.
+
+        Raises ``TypeError``/``ValueError`` for a bad ``n`` (an int in 1..1000), ``NoProc`` if ``dest``
+        is not a live process, ``TypeError`` if it is a raw process rather than an Actor.
+        """
+        check_limit(n)
+        pid = await self._traced_pid(dest)
+        await self._running.rpc(pid.worker, "trace", (pid.serial, pid.incarnation, n),
+                                   timeout=_CONTROL_WAIT)
+
+    async def trace_log(self, dest: Any) -> TraceLog:
+        """What the trace of ``dest`` recorded so far, and whether (and why) it ended.
+
+        Raises ``NotTraced`` if ``dest`` was never traced (or its trace is long forgotten: a process
+        keeps its last 32), ``NoProc`` if a name is not registered.
+        """
+        pid = await self._traced_pid(dest, alive=False)
+        log: TraceLog = await self._running.rpc(pid.worker, "trace_log", (pid.serial, pid.incarnation),
+                                                   timeout=_CONTROL_WAIT)
+        return log
+
+    async def _traced_pid(self, dest: Any, alive: bool = True) -> Pid:
+        rt = self._running
+        pid = await rt.resolve_for_call(dest)
+        if pid is None or pid == self.context.pid or (alive and (
+                pid.worker in rt.down or not rt.pid_is_current(pid))):
+            raise NoProc(dest)
+        return pid
+
     async def snapshot(self) -> dict[str, Any]:
         """A JSON-able picture of the node for the observer (see tools.observer), within about 2 s.
 
@@ -653,6 +686,8 @@ class Node:
             raise ControlError("noproc", f"no process {pid!r}")
         if op == "stack":
             return await self._stack(pid)
+        if op in ("trace", "trace_log"):
+            return await self._control_trace(op, pid, request.get("n"))
         if pid.worker == NODE:
             proc = rt.local(pid)
             info = None if proc is None else state_info(proc)
@@ -679,6 +714,23 @@ class Node:
             result: dict[str, Any] = info
             return result
         raise ControlError("bad_request", f"unknown op {op!r}")
+
+    async def _control_trace(self, op: str, pid: Pid, n: Any) -> dict[str, Any]:
+        """``trace`` starts a trace of ``n`` messages (answers ``{}``); ``trace_log`` reads it."""
+        try:
+            if op == "trace":
+                await self.trace(pid, n)
+                return {}
+            return (await self.trace_log(pid)).as_json()
+        except (TypeError, ValueError) as exc:
+            raise ControlError("bad_request", str(exc)) from None
+        except NotTraced as exc:
+            raise ControlError("not_traced", str(exc)) from None
+        except CallTimeout:
+            raise ControlError("unresponsive", f"worker {pid.worker} did not answer within "
+                               f"{_CONTROL_WAIT}s (hung or overloaded); try again") from None
+        except KernelError as exc:
+            raise ControlError("noproc", f"no process {pid!r}: {exc}") from None
 
     async def _stack(self, pid: Pid) -> dict[str, Any]:
         """Where ``pid`` is now (kernel/node/sampler.py): answered by its worker's sampler thread, so it works

@@ -306,6 +306,9 @@ class Actor(Proc):
         """
         rt = self._rt
         kind = item[0]
+        trace = self._trace
+        if trace is not None:
+            trace.received(item)
         rt.inline = False
         token = _current.set(self)
         try:
@@ -335,6 +338,8 @@ class Actor(Proc):
         if kind == _CALL:
             self._calling = None
             if result is not NoReply:
+                if trace is not None:
+                    trace.replied(item[2], result)
                 rt.reply_from_handler(self, item[2], result)
             elif self._pending is None:
                 self._pending = {item[2]}
@@ -460,6 +465,8 @@ class Actor(Proc):
             item = mbox.popleft()
             kind = item[0]
             held = None
+            if self._trace is not None:  # tracing off: this test is all it costs (process/trace.py)
+                self._trace.received(item)
             try:
                 if kind == _CAST:
                     await self.handle_cast(item[1])
@@ -470,6 +477,8 @@ class Actor(Proc):
                     result = await self.handle_call(item[1], item[2])
                     self._calling = None
                     if result is not NoReply:
+                        if self._trace is not None:
+                            self._trace.replied(item[2], result)
                         if self._persistent:
                             held = (item[2], result)  # released once its state is safe
                         else:
@@ -556,6 +565,8 @@ class Actor(Proc):
 
     def reply(self, caller: Any, value: Any) -> None:
         """Answer a call whose handler returned ``NoReply``."""
+        if self._trace is not None:
+            self._trace.replied(caller, value)
         self._rt.reply(caller, value)
         if self._pending:
             self._pending.discard(caller)

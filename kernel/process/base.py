@@ -14,10 +14,13 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..terms import Down, Exit, Pid, Reason, Ref, exit_kind
 from ..transport import wire
+
+if TYPE_CHECKING:
+    from .trace import Trace
 
 __all__ = ["Host", "Proc"]
 
@@ -86,6 +89,7 @@ class Proc:
         "_rt",
         "_task",
         "_timers",
+        "_trace",
         "_waiter",
         "_watching",
         "alive",
@@ -113,6 +117,8 @@ class Proc:
     _exiting: bool
     _handled: int
     _waiter: asyncio.Future[None] | None
+    #: The running message trace (process/trace.py), or None: the only cost of tracing when it is off.
+    _trace: Trace | None
 
     def _bind(self, rt: Host, pid: Pid, parent: Pid | None, name: Any, key: Any) -> None:
         self._rt = rt
@@ -130,6 +136,7 @@ class Proc:
         self._watching = None
         self._timers = None
         self._waiter = None
+        self._trace = None
 
     def __repr__(self) -> str:
         pid = getattr(self, "pid", None)
@@ -139,19 +146,27 @@ class Proc:
 
     def send(self, dest: Any, message: Any) -> None:
         """Send a raw message (``handle_info``); never blocks, never fails for a dead destination."""
+        if self._trace is not None:
+            self._trace.sent(_SEND, dest, message)
         self._rt.send(dest, _SEND, message)
 
     def cast(self, dest: Any, message: Any) -> None:
         """Send to ``handle_cast``; never blocks, never fails for a dead destination."""
+        if self._trace is not None:
+            self._trace.sent(_CAST, dest, message)
         self._rt.send(dest, _CAST, message)
 
     def call(self, dest: Any, request: Any, timeout: float = 5.0) -> Coroutine[Any, Any, Any]:
         """Request-reply: ``await self.call(dest, request)``. Raises ``CallTimeout``, ``NoProc`` or
         ``ActorExited``; a call to self raises."""
+        if self._trace is not None:
+            self._trace.sent(wire.CALL, dest, request)
         return self._rt.call(self, dest, request, timeout)
 
     def reply(self, caller: Any, value: Any) -> None:
         """Answer a call whose handler returned ``NoReply``."""
+        if self._trace is not None:
+            self._trace.replied(caller, value)
         self._rt.reply(caller, value)
 
     # -- spawning -------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..process.trace import TraceLog
 from ..terms import Pid
 
 __all__ = ["NOTES", "RPCS", "Ops"]
@@ -30,6 +31,9 @@ class Ops:
     adopt: Callable[[int, int, Any], bool]
     #: The local actor with a checkpoint key (``Runtime._rpc_by_key``).
     by_key: Callable[[Any], Pid | None]
+    #: Start a message trace of a local actor, and read one (``Runtime._rpc_trace``, ``_rpc_trace_log``).
+    trace: Callable[[int, int, int], None]
+    trace_log: Callable[[int, int], TraceLog]
     # -- notices every process serves (routing/runtime.py) ----------------------------------------
     #: The authority added or removed a name: update this replica (``NameTable.add``, ``names.remove``).
     name_add: Callable[[Any, Pid], None]

@@ -21,12 +21,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from ..errors import ActorExited, KernelError, NoProc, NotSerializable, Overloaded
+from ..errors import ActorExited, KernelError, NoProc, NotSerializable, NotTraced, Overloaded
 from ..process.actor import Actor
 from ..process.base import Proc
 from ..process.context import _current
 from ..process.quarantine import Quarantine
 from ..process.raw import NodeContext, Process
+from ..process.trace import TraceLog, Traces
 from ..terms import NODE, Crash, Pid, Ref
 from ..transport import wire
 from ..transport.serialize import dumps, loads, plain
@@ -73,6 +74,8 @@ class Runtime:
         self.gone: dict[int, BaseException] = {}
         self.workers = workers
         self.quarantine = Quarantine()
+        #: Message traces of this process's actors (process/trace.py): started by ``Node.trace``.
+        self.traces = Traces()
         #: The quarantine's key -> digests table (the same dict, mutated in place): empty in a healthy
         #: node, so every delivery pays one truthiness test for it.
         self.blocked = self.quarantine.blocked
@@ -84,7 +87,8 @@ class Runtime:
         #: What other processes may ask or tell this one (routing/ops.py); the node and the workers
         #: add their side's entries.
         self.ops = Ops(spawn=self.spawn_local, sync=lambda: None, adopt=self._rpc_adopt,
-                       by_key=self._rpc_by_key, name_add=self.names.add, name_del=self._note_name_del,
+                       by_key=self._rpc_by_key, trace=self._rpc_trace,
+                       trace_log=self._rpc_trace_log, name_add=self.names.add, name_del=self._note_name_del,
                        worker_down=self.worker_down, worker_up=self.worker_up,
                        unquarantine=self.quarantine.release)
         #: Whether an idle actor may handle a delivery in the sender's step (off while one does).
@@ -697,6 +701,22 @@ class Runtime:
             if proc.key == key and not proc._exiting:
                 return proc.pid
         return None
+
+    def _rpc_trace(self, serial: int, inc: int, n: int) -> None:
+        pid = Pid(self.index, serial, inc)
+        proc = self.local(pid)
+        if proc is None:
+            raise NoProc(pid)
+        if not isinstance(proc, Actor):
+            raise TypeError(f"dest must name an Actor to be traced; {pid!r} is a raw process "
+                            f"({type(proc).__name__}), whose receive is not traced")
+        self.traces.start(proc, n)
+
+    def _rpc_trace_log(self, serial: int, inc: int) -> TraceLog:
+        found = self.traces.log(serial, inc)
+        if found is None:
+            raise NotTraced(Pid(self.index, serial, inc))
+        return found
 
     def release(self, proc: Proc) -> None:
         """An exiting process gives up its table slot and names, before its exit signals go out."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernel import Actor
-from supervisors import ChildSpec
+from kernel import Actor, KernelError
+from supervisors import ChildSpec, which_children
 
 
 class Counter(Actor):
@@ -23,7 +23,28 @@ class Counter(Actor):
         return self.state["count"]
 
 
+class Ticker(Actor):
+    """Calls alpha every 0.2 s, from the other worker, so a trace of alpha has messages to show."""
+
+    async def init(self) -> None:
+        self.state = {"ticks": 0}
+        self.send_after(0.2, "tick")
+
+    async def handle_info(self, message: Any) -> None:
+        if message != "tick":
+            return
+        self.send_after(0.2, "tick")
+        self.state["ticks"] += 1
+        try:
+            alpha = next(pid for cid, pid, _ in await which_children("root") if cid == "alpha")
+            if alpha is not None:
+                await self.call(alpha, "tick")
+        except (KernelError, StopIteration):
+            pass  # alpha is being restarted (the tests kill it): the next tick finds the new one
+
+
 children = [
     ChildSpec("alpha", Counter, args=(1,), worker=0),
     ChildSpec("beta", Counter, args=(2,), worker=1),
+    ChildSpec("ticker", Ticker, worker=1),
 ]

@@ -10,9 +10,9 @@ dependency from the rich authors.
 
 Keys (``?`` shows them): ``m``/``r``/``e``/``p`` sort the process table by mailbox, msgs/s, memory, pid;
 ``/`` filters the tree and the table by pid, name, class or supervisor path (``escape`` clears it);
-``s`` stops the selected actor the orderly way and ``k`` kills it, each after a confirmation; ``d`` opens
-the dead letters (replay ``r``, drop ``x``); ``space``/``enter`` fold a tree node; ``tab`` moves focus;
-``q`` quits.
+``s`` stops the selected actor the orderly way and ``k`` kills it, each after a confirmation; ``t`` traces
+its next :data:`TRACE_N` messages in and out (a live view until the trace ends); ``d`` opens the dead
+letters (replay ``r``, drop ``x``); ``space``/``enter`` fold a tree node; ``tab`` moves focus; ``q`` quits.
 
 The selection follows the actor, not the row: across refreshes, re-sorts, filters and restarts (a
 restarted child is found again by its supervisor path, a named actor by its name), both cursors stay on it.
@@ -38,7 +38,8 @@ from kernel.node.control import ControlError
 from . import render
 from .client import Source
 
-__all__ = ["Confirm", "ConfirmKill", "ConfirmStop", "DeadLettersScreen", "HelpScreen", "ObserverApp"]
+__all__ = ["Confirm", "ConfirmKill", "ConfirmStop", "DeadLettersScreen", "HelpScreen", "ObserverApp",
+           "TraceScreen"]
 
 _COLUMNS = (
     "pid",
@@ -58,6 +59,8 @@ TABLE_LIMIT = 500
 #: Children shown per tree node before "… N more".
 TREE_CHILDREN = 200
 HISTORY = 60
+#: Messages one ``t`` traces (the kernel allows up to 1000): a look, as recon_trace's usual limit.
+TRACE_N = 20
 
 
 class Confirm(ModalScreen[bool]):
@@ -143,6 +146,7 @@ class HelpScreen(ModalScreen[None]):
         ("m r e p", "sort the process table by mailbox, msgs/s, memory, pid"),
         ("s", "stop the selected actor the orderly way (asks first)"),
         ("k", "kill the selected actor (asks first)"),
+        ("t", f"trace the selected actor's next {TRACE_N} messages in and out; escape goes back"),
         ("d", "dead letters: r replays the selected one, x drops it, escape goes back"),
         ("q", "quit"),
     )
@@ -251,6 +255,96 @@ class DeadLettersScreen(Screen[None]):
         self.app.pop_screen()
 
 
+class TraceScreen(Screen[None]):
+    """A live message trace of one actor: starts a trace of ``n`` on the node, then shows its events as
+    they arrive (read every ``interval`` seconds; None: on ``g`` only) until it ends: ``n`` messages
+    traced, or the actor exited. Leaving the screen does not stop the trace; it is bounded anyway."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,t", "back", "back"),
+        Binding("g", "reload", "refresh"),
+    ]
+    DEFAULT_CSS = """
+    #trace { height: 1fr; border: round $primary; }
+    #trace-status { height: 1; background: $boost; }
+    """
+
+    def __init__(self, source: Source, pid: str, description: str, n: int = TRACE_N,
+                 interval: float | None = 1.0) -> None:
+        super().__init__()
+        self.source = source
+        self.pid = pid
+        self.description = description
+        self.n = n
+        self.interval = interval
+        self.traced: dict[str, Any] | None = None
+        self.error: str | None = None
+        self._timer: Any = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        table: DataTable[Text] = DataTable(id="trace", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Static("starting the trace…", id="trace-status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        table: DataTable[Text] = self.query_one("#trace", DataTable)
+        for col in ("time", "dir", "kind", "peer", "message"):
+            table.add_column(col, key=col)
+        table.border_title = f"trace of {self.description}"
+        table.focus()
+        try:
+            await self.source.trace(self.pid, self.n)
+        except (ControlError, OSError, TimeoutError) as exc:
+            self._fail(f"cannot trace {self.pid}: {exc}")
+            return
+        await self.action_reload()
+        if self.interval is not None and self.ended is None:
+            self._timer = self.set_interval(self.interval, self.action_reload)
+
+    @property
+    def ended(self) -> str | None:
+        return None if self.traced is None else self.traced.get("ended")
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.query_one("#trace-status", Static).update(Text(message, style="red"))
+        self._stop_timer()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+    async def action_reload(self) -> None:
+        if self.error is not None:
+            return
+        try:
+            log = await self.source.trace_log(self.pid)
+        except ControlError as exc:
+            self._fail(f"trace of {self.pid}: {exc.message}")
+            return
+        except (OSError, TimeoutError) as exc:
+            self.query_one("#trace-status", Static).update(Text(f"node unreachable: {exc}", style="red"))
+            return
+        events = list(log.get("events") or ())
+        table: DataTable[Text] = self.query_one("#trace", DataTable)
+        for cells in render.trace_rows(events[table.row_count:]):  # events only ever grow
+            table.add_row(*cells)
+        self.traced = log
+        summary = render.trace_summary(log)
+        table.border_title = f"trace of {self.description}: {summary}"
+        self.query_one("#trace-status", Static).update(
+            summary + (" | g refresh" if self.ended is None else "") + " | escape back")
+        if self.ended is not None:
+            self._stop_timer()
+
+    def action_back(self) -> None:
+        self._stop_timer()
+        self.app.pop_screen()
+
+
 class ObserverApp(App[None]):
     """Live view of one node: supervision trees, workers, processes, the selected actor; kill with care.
 
@@ -266,6 +360,7 @@ class ObserverApp(App[None]):
         Binding("escape", "clear_filter", "clear filter", show=False),
         Binding("s", "stop", "stop"),
         Binding("k", "kill", "kill"),
+        Binding("t", "trace", "trace"),
         Binding("d", "dead_letters", "dead letters"),
         Binding("m", "sort('mailbox')", "by mailbox"),
         Binding("r", "sort('rate')", "by msgs/s"),
@@ -596,6 +691,11 @@ class ObserverApp(App[None]):
             return
         self.notify(f"{'killed' if op == 'kill' else 'stopped'} {pid}")
         await self.poll()
+
+    def action_trace(self) -> None:
+        picked = self._describe_selected()
+        if picked is not None:
+            self.push_screen(TraceScreen(self.source, *picked, interval=self.interval))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -27,6 +27,10 @@ class Source(Protocol):
 
     async def stack(self, pid: str) -> dict[str, Any]: ...
 
+    async def trace(self, pid: str, n: int) -> dict[str, Any]: ...
+
+    async def trace_log(self, pid: str) -> dict[str, Any]: ...
+
     async def dead_letters(self) -> list[dict[str, Any]]: ...
 
     async def replay(self, letter_id: int) -> dict[str, Any]: ...
@@ -74,6 +78,12 @@ class NodeSource:
 
     async def stack(self, pid: str) -> dict[str, Any]:
         return await self._request({"op": "stack", "pid": pid})
+
+    async def trace(self, pid: str, n: int) -> dict[str, Any]:
+        return await self._request({"op": "trace", "pid": pid, "n": n})
+
+    async def trace_log(self, pid: str) -> dict[str, Any]:
+        return await self._request({"op": "trace_log", "pid": pid})
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         letters: list[dict[str, Any]] = (await self._request({"op": "dead_letters"}))["letters"]

@@ -45,6 +45,8 @@ __all__ = [
     "sparkline",
     "stack_text",
     "supervision_tree",
+    "trace_rows",
+    "trace_summary",
     "tree_structure",
     "unresponsive_workers",
     "where",
@@ -541,6 +543,28 @@ def dead_letter_rows(letters: Sequence[Mapping[str, Any]]) -> list[list[Text]]:
     return [[Text(str(d.get("id", "?"))), Text(str(d.get("key", ""))), Text(str(d.get("count", 1))),
              Text(_clock(d.get("created"))), Text(str(d.get("error", "")), style="red"),
              Text(str(d.get("message", "")))] for d in letters]
+
+
+def trace_rows(events: Sequence[Mapping[str, Any]]) -> list[list[Text]]:
+    """The cells of a message trace (the ``trace_log`` op): time (UTC, ms), direction, kind, peer, message."""
+    rows = []
+    for e in events:
+        at = e.get("at")
+        when = f"{_clock(at)}.{int(at * 1000) % 1000:03d}" if isinstance(at, int | float) else "?"
+        inbound = e.get("direction") == "in"
+        rows.append([Text(when), Text("in " if inbound else "out", style="green" if inbound else "cyan"),
+                     Text(str(e.get("kind", "?"))), Text(str(e.get("peer") or "-")),
+                     Text(str(e.get("message", "")))])
+    return rows
+
+
+def trace_summary(log: Mapping[str, Any]) -> str:
+    """One line on a trace: how far it got and, once it ended, why."""
+    ended = log.get("ended")
+    done = {"limit": "ended: all traced", "exited": "ended: the actor exited",
+            "replaced": "ended: replaced by a newer trace"}.get(str(ended), f"ended: {ended}")
+    return f"{len(log.get('events') or ())}/{log.get('n', '?')} messages, " + (
+        "tracing…" if ended is None else done)
 
 
 def render_once(snapshot: Snapshot, *, sort: str = "mailbox", limit: int | None = None) -> Group:
