@@ -24,7 +24,7 @@ from kernel import (
     NotSerializable,
     Pid,
 )
-from tests.kernel_support import run_node
+from tests.support.nodes import run_node
 
 
 class Counter(kernel.Actor):

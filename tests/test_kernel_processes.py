@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import kernel
 from kernel import Node
 from kernel.testing import Facts
-from tests.kernel_support import run_node
+from tests.support.nodes import run_node
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,10 +16,9 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, Tree
 
 from kernel.control import ControlError
+from tests.support import BOUND
 from tools.observer.app import Confirm, ConfirmKill, ConfirmStop, DeadLettersScreen, HelpScreen, ObserverApp
 from tools.observer.sample import sample_snapshot
-
-BOUND = 5.0
 
 
 class FakeNode:

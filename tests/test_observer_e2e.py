@@ -16,10 +16,9 @@ import pytest
 
 from kernel import Actor, Node, Pid
 from kernel.control import ControlClient, ControlError, ControlServer, list_nodes
+from tests.support import BOUND
 from tools.observer import render
 from tools.observer.__main__ import main as observer_main
-
-BOUND = 20.0
 
 
 class Counter(Actor):

@@ -14,7 +14,7 @@ import kernel
 from kernel import ActorExited, Down, Node, Quarantined
 from kernel.control import ControlClient, ControlError
 from supervisors import ChildSpec, Supervisor, which_children
-from tests.kernel_support import run_node
+from tests.support.nodes import run_node
 from tests.test_quarantine import Fragile, _dead_letters
 
 

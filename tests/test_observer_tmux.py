@@ -29,8 +29,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.support import BOUND
+
 ROOT = Path(__file__).resolve().parent.parent
-BOUND = 20.0
 TMUX = shutil.which("tmux")
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed: the terminal test needs it")

@@ -11,7 +11,7 @@ import pytest
 import kernel
 import registry
 from kernel import AlreadyStarted, Down, Node, NoProc
-from tests.kernel_support import run_node
+from tests.support.nodes import run_node
 
 
 class Box(kernel.Actor):

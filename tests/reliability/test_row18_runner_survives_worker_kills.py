@@ -29,10 +29,10 @@ import kernel
 from kernel.control import ControlClient
 from kernel.terms import NODE
 from tests.reliability.support import record
+from tests.support import BOUND
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 6
-BOUND = 20.0
 
 
 @pytest.fixture
