@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from typing import Any
 
@@ -39,6 +40,17 @@ def record(row: int, test: str, **figures: Any) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps(entry, default=repr) + "\n")
+
+
+def integrity_and_rows(path: str) -> tuple[bool, list[Any]]:
+    """Whether SQLite's ``integrity_check`` passes on the checkpoint file, and its ``data`` rows."""
+    conn = sqlite3.connect(path)
+    try:
+        ok = conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = conn.execute("SELECT data FROM checkpoints").fetchall()
+    finally:
+        conn.close()
+    return ok, rows
 
 
 class Collector(Actor):
@@ -96,5 +108,5 @@ class TrappingCollector(Collector):
     trap_exits = True
 
 
-__all__ = ["SOAK", "Collector", "TrappingCollector", "record", "run_node", "scale", "soak_timeout",
-           "wait_down"]
+__all__ = ["SOAK", "Collector", "TrappingCollector", "integrity_and_rows", "record", "run_node", "scale",
+           "soak_timeout", "wait_down"]
