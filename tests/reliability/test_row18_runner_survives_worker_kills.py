@@ -16,7 +16,6 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +27,6 @@ from tests.reliability.support import record
 from tests.support import BOUND
 from tests.support.processes import interrupt, reap, start_runner, wait_line
 
-ROOT = Path(__file__).resolve().parents[2]
 KILLS = 6
 
 
