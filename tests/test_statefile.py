@@ -24,9 +24,9 @@ from kernel import Actor, Checkpoint, Node, StateFileInUse, UnsafeStateFile, che
 from kernel.checkpoints import CheckpointStore, Write
 from kernel.codec import encode
 from kernel.control import ControlError
+from tests.support import BOUND
 
 ROOT = Path(__file__).resolve().parents[1]
-BOUND = 30.0
 
 
 class Counter(Actor):

@@ -29,10 +29,11 @@ import signal
 import time
 from typing import Any
 
-from kernel import Actor, ActorExited, Checkpoint, Crash, KernelError, Node, NoReply, checkpoints
+from kernel import Actor, ActorExited, Checkpoint, Crash, KernelError, Node, checkpoints
 from registry import get_or_spawn
 from tests.reliability.support import SOAK, record, run_node, scale, soak_timeout
 from tests.reliability.test_row02_04_checkpoint_faults import Filler
+from tests.support.actors import Latch
 
 PAD = "-" + "p" * 24  # makes the states grow, so the disk fills quickly once limited
 
@@ -197,23 +198,6 @@ def test_jepsen_cart_traffic_with_kills_and_disk_full(tmp_path: Any) -> None:
            soak=SOAK, **res)
 
 
-class _Gate(Actor):
-    """``"wait"`` is answered when ``"open"`` is called; ``"waiting"`` says how many wait."""
-
-    async def init(self) -> None:
-        self.state = []
-
-    async def handle_call(self, request: Any, caller: Any) -> Any:
-        if request == "wait":
-            self.state.append(caller)
-            return NoReply
-        if request == "waiting":
-            return len(self.state)
-        for who in self.state:
-            self.reply(who, True)
-        return len(self.state)
-
-
 class _Vault(Actor):
     checkpoint = Checkpoint(every=1, durable=True)
 
@@ -240,7 +224,7 @@ class _Vault(Actor):
 
 def test_failed_write_is_not_carried_by_a_later_write(tmp_path: Any) -> None:
     async def body(node: Node) -> dict[str, Any]:
-        gate = await node.spawn(_Gate, worker=0)
+        gate = await node.spawn(Latch, worker=0)
         vault = await node.spawn(_Vault, name="r16-vault", worker=1)
         await node.call(vault, ("small", "id0"))  # committed: "hold" below changes nothing to write
         filler = await node.spawn(Filler, worker=1)
