@@ -45,7 +45,7 @@ function request()
 end
 
 function response(status, headers, body)
-   local key = headers["Idempotency-Key"] or headers["idempotency-key"]
+   local key = headers["Idempotency-Key"]
    if status >= 200 and status < 300 and key ~= nil and pending[key] ~= nil then
       local user, sku = string.match(pending[key], "^(%S+) (%S+)")
       pending[key] = nil
