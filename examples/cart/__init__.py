@@ -1,8 +1,13 @@
-"""Shopping carts behind HTTP, one persistent actor per user: run ``python -m examples.cart``."""
+"""Shopping carts behind a FastAPI app, one persistent actor per user: run ``python -m examples.cart``.
 
+The app: ``python -m kernel run examples.cart.app:root --asgi examples.cart.app:app --port 8080``.
+"""
+
+from .app import carts, root
 from .cart import CATALOG, ONE_PER_CUSTOMER, Cart, cart_name
-from .demo import CartReport, demo, serve, show
-from .web import CartClient, HttpFront, make_app, start_fronts, start_server
+from .client import CartClient
+from .demo import CartReport, demo, running, serve, show
+from .web import HttpFront, make_app, start_fronts, start_server
 
 __all__ = ["CATALOG", "ONE_PER_CUSTOMER", "Cart", "CartClient", "CartReport", "HttpFront", "cart_name",
-           "demo", "make_app", "serve", "show", "start_fronts", "start_server"]
+           "carts", "demo", "make_app", "root", "running", "serve", "show", "start_fronts", "start_server"]

@@ -26,6 +26,7 @@ while it waits.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kernel import Actor, Checkpoint
@@ -62,6 +63,8 @@ class Cart(Actor):
         match request:
             case ("view",):
                 return ("ok", self.view())
+            case ("host",):  # which worker process hosts this cart: the demo and the tests kill it
+                return ("ok", {"worker": self.pid.worker, "os_pid": os.getpid()})
             case (str(op), str(key), *args):
                 done = self.state["done"]  # key -> outcome, oldest first
                 if key in done:  # a retry of a change already made: no second effect

@@ -1,4 +1,6 @@
-"""The HTTP API in front of the carts (aiohttp), and the client the demo's "web" and "mobile" apps use.
+"""The cart API on aiohttp, by hand: the front ``examples.cart.versus_sql`` benchmarks (and its stateless
+SQLite side reuses :func:`echo_key`). The cart example itself is :mod:`examples.cart.app`, FastAPI under
+``python -m kernel run --asgi``; this module shows what that front does for you.
 
 Where it listens, and why: one aiohttp server on 127.0.0.1 in the node process, on the node's own
 event loop (:func:`start_server`). The carts live on the workers; a request handler finds the user's
@@ -26,7 +28,6 @@ import uuid
 import zlib
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 import kernel
@@ -180,39 +181,3 @@ async def start_fronts(node: Node, host: str = "127.0.0.1", port: int = 0) -> tu
     bound: int = await node.call(first, "port")
     rest = [await node.spawn(HttpFront, host, bound, worker=w) for w in range(1, len(node.workers))]
     return [first, *rest], f"http://{host}:{bound}"
-
-
-class CartClient:
-    """A device (the "web" or "mobile" app) talking HTTP to the API; every change is retried with
-    its idempotency key until the server answers, as a careful app would."""
-
-    def __init__(self, session: aiohttp.ClientSession, base: str, device: str) -> None:
-        self.session, self.base, self.device = session, base, device
-        self.server_errors = 0
-
-    async def _send(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        key = f"{self.device}-{uuid.uuid4().hex}"
-        async with self.session.request(method, self.base + path, json=body,
-                                        headers={"Idempotency-Key": key}) as resp:
-            if resp.status >= 500:
-                self.server_errors += 1
-                return resp.status, {"error": await resp.text()}
-            return resp.status, await resp.json()
-
-    async def view(self, user: str) -> dict[str, Any]:
-        status, body = await self._send("GET", f"/carts/{user}")
-        assert status == 200, body
-        result: dict[str, Any] = body
-        return result
-
-    async def add(self, user: str, sku: str, qty: int = 1) -> tuple[int, Any]:
-        return await self._send("POST", f"/carts/{user}/items", {"sku": sku, "qty": qty})
-
-    async def remove(self, user: str, sku: str) -> tuple[int, Any]:
-        return await self._send("DELETE", f"/carts/{user}/items/{sku}")
-
-    async def delete(self, user: str) -> tuple[int, Any]:
-        return await self._send("DELETE", f"/carts/{user}")
-
-    async def checkout(self, user: str) -> tuple[int, Any]:
-        return await self._send("POST", f"/carts/{user}/checkout")
