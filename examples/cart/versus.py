@@ -63,19 +63,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
-from fastapi import FastAPI, Header
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
 import kernel
-from kernel import Node
 from kernel.checkpoints import WriterTurn
 from kernel.pgserver import PostgresServer
 
+from . import app
 from .cart import CATALOG, ONE_PER_CUSTOMER
-from .web import start_fronts
+from .demo import running
 
 LUA = Path(__file__).with_name("adds.lua")
 SKUS = ("tee", "mug", "socks", "sticker")  # from the cart's catalog; none is one-per-customer
@@ -283,13 +282,9 @@ class SqliteStore:
         self.turn.close()
 
 
-class AddItem(BaseModel):
-    sku: str
-    qty: int = 1
-
-
-def stateless_app(open_store: Callable[[], Awaitable[Store]]) -> EchoKey:
-    """The cart API's add and view as a FastAPI app over a store opened at its lifespan's start."""
+def stateless_app(open_store: Callable[[], Awaitable[Store]]) -> FastAPI:
+    """The cart API's add and view as a FastAPI app over a store opened at its lifespan's start: the
+    shape of :mod:`examples.cart.app` (the same middleware, body checks and answers), another state."""
     stores: list[Store] = []
 
     @contextlib.asynccontextmanager
@@ -300,40 +295,27 @@ def stateless_app(open_store: Callable[[], Awaitable[Store]]) -> EchoKey:
         finally:
             await stores.pop().close()
 
-    app = FastAPI(lifespan=lifespan)
+    api = FastAPI(title="Carts, stateless", openapi_url=None, lifespan=lifespan)
+    api.add_middleware(app.EchoKey)
 
-    @app.post("/carts/{user}/items")
-    async def add(user: str, item: AddItem,
-                  idempotency_key: str | None = Header(default=None)) -> JSONResponse:
-        status, body = await stores[0].add(user, idempotency_key or uuid.uuid4().hex, item.sku, item.qty)
-        return JSONResponse(body, status_code=status)
+    @api.get("/carts/{user}")
+    async def view(user: str) -> JSONResponse:
+        return JSONResponse(await stores[0].view(user))
 
-    @app.get("/carts/{user}")
-    async def view(user: str) -> dict[str, Any]:
-        return await stores[0].view(user)
+    @api.post("/carts/{user}/items")
+    async def add(user: str, request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        sku, qty = (body.get("sku"), body.get("qty", 1)) if isinstance(body, dict) else (None, None)
+        if not isinstance(sku, str) or isinstance(qty, bool) or not isinstance(qty, int):
+            return JSONResponse({"error": "body must be {\"sku\": str, \"qty\": int}"}, status_code=400)
+        status, answer = await stores[0].add(user, request.headers.get("Idempotency-Key") or uuid.uuid4().hex,
+                                             sku, qty)
+        return JSONResponse(answer, status_code=status)
 
-    return EchoKey(app)
-
-
-class EchoKey:
-    """ASGI middleware: answer with the request's ``Idempotency-Key``, which is how wrk's script matches an
-    answer to its request."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        key = next((v for k, v in scope.get("headers", ()) if k == b"idempotency-key"), None)
-        if scope["type"] != "http" or key is None:
-            await self.app(scope, receive, send)
-            return
-
-        async def echo(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (b"Idempotency-Key", key)]
-            await send(message)
-
-        await self.app(scope, receive, echo)
+    return api
 
 
 async def _serve_stateless(kind: str, target: str, port: int, args: argparse.Namespace) -> None:
@@ -544,7 +526,6 @@ class Run:
 def judge(run: Run) -> Run:
     """Say what is wrong with a run, from its counts (``run.problems``; empty: correct)."""
     acked, problems = run.load.acked, run.problems
-    problems.clear()
     if run.load.statuses:
         problems.append(f"answers that were not 2xx: {dict(run.load.statuses)}")
     lost = {u: (run.before.get(u, 0), n) for u, n in acked.items() if run.before.get(u, 0) < n}
@@ -629,13 +610,15 @@ async def _measure(server: str, url: str, args: argparse.Namespace) -> Run:
 
 
 async def run_entities(args: argparse.Namespace, folder: str) -> Run:
+    """The cart app as a user runs it (``python -m kernel run ... --asgi``, the demo's :func:`running`)."""
     path = os.path.join(folder, "entities.db")
-    async with Node(workers=args.workers, state=path) as node:
-        _, url = await start_fronts(node)
+    async with running(workers=args.workers, state=path) as (url, process):
         run = await _measure("entities", url, args)
+    if process.returncode != 0:
+        run.problems.append(f"the app exited {process.returncode} on SIGINT")
     carts = {}
     for entry in kernel.checkpoints.entries(path):  # the carts' checkpoints, read once the node stopped
-        if isinstance(entry.key, tuple) and len(entry.key) == 2 and entry.key[1] in run.sent:
+        if isinstance(entry.key, tuple) and entry.key[0] == app.carts.name and entry.key[1] in run.sent:
             carts[entry.key[1]] = sum(kernel.checkpoints.load(path, entry.key)["items"].values())
             run.state_bytes = max(run.state_bytes, entry.size)
     run.on_disk = carts
