@@ -13,12 +13,12 @@ the sides differ only in where the state lives:
 * **postgres**: ``--workers`` plain uvicorn processes of one FastAPI app (:func:`stateless_app`) over a
   real PostgreSQL server of its own (``kernel.pgserver``, PostgreSQL's default durable settings: fsync
   and synchronous_commit on), an asyncpg pool of ``--pg-pool`` connections per process. An add is one
-  READ COMMITTED transaction: ``INSERT INTO done ... ON CONFLICT DO NOTHING`` claims the key (a second
-  request with the same key waits on the first's uncommitted row, then finds it); if it was new, the item
-  is upserted (``ON CONFLICT ... DO UPDATE qty = qty + excluded.qty``, atomic under concurrency) and a
-  one-per-customer item must first win ``INSERT INTO limited`` (the rule is the table's primary key);
-  then the cart is read back and the transaction commits.
-* **sqlite**: the same app and SQL over one SQLite file (WAL, synchronous=NORMAL), one ``BEGIN IMMEDIATE``
+  call of a PL/pgSQL function (one round trip, one READ COMMITTED transaction): ``INSERT INTO done ...
+  ON CONFLICT DO NOTHING`` claims the key (a second request with the same key waits on the first's
+  uncommitted row, then finds it); if it was new, a one-per-customer item must first win
+  ``INSERT INTO limited`` (the rule is the table's primary key), and the item is upserted (``ON CONFLICT
+  ... DO UPDATE qty = qty + excluded.qty``, atomic under concurrency); then the cart is read back.
+* **sqlite**: the same app and statements over one SQLite file (WAL, synchronous=NORMAL), one ``BEGIN IMMEDIATE``
   transaction per add, with the lock discipline of the kernel's checkpoint store (writers take turns on a
   ``flock`` polled every 50 us before SQLite's lock). ``--sql-threads 0`` (the default) runs it on the
   event loop, as a sync server's worker would; ``N`` runs it on N threads per process.
@@ -46,7 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
+import json
 import os
 import shutil
 import sqlite3
@@ -57,7 +57,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -101,7 +101,7 @@ CREATE TABLE IF NOT EXISTS limited (customer TEXT NOT NULL, sku TEXT NOT NULL, P
 Answer = tuple[int, dict[str, Any]]  # HTTP status, JSON body
 _PG_SCHEMA = "cart_versus"
 
-# An add's statements, in SQLite's parameter style (PostgreSQL's $1, $2... are made from them).
+# An add's statements on SQLite (:func:`add_item`); PostgreSQL's cart_add (:data:`_PG_ADD`) runs the same.
 _CLAIM = "INSERT INTO done (customer, key) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING true"
 _REFUSED = "SELECT refused FROM done WHERE customer = ? AND key = ?"
 _LIMIT = "INSERT INTO limited (customer, sku) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING true"
@@ -111,30 +111,27 @@ _UPSERT = ("INSERT INTO items (customer, sku, qty) VALUES (?, ?, ?) "
 _CART = "SELECT sku, qty FROM items WHERE customer = ?"
 
 
-class Tx(Protocol):
-    """A transaction of either database: the rows a statement returns."""
+def add_item(conn: sqlite3.Connection, user: str, key: str, sku: str, qty: int) -> Answer:
+    """One add inside the caller's SQLite transaction (PostgreSQL runs the same statements in
+    :data:`_PG_ADD`).
 
-    async def rows(self, sql: str, *args: Any) -> list[Any]: ...
-
-
-async def add_item(tx: Tx, user: str, key: str, sku: str, qty: int) -> Answer:
-    """One add inside the caller's transaction, the same SQL on both databases.
-
-    Claiming the key first makes a retry a no-op (on PostgreSQL a concurrent request with the same key
-    waits on the first one's uncommitted row, then finds it); a refusal is remembered with the key. A
-    one-per-customer item must win the ``limited`` row: the primary key decides between two devices.
+    Claiming the key first makes a retry a no-op; a refusal is remembered with the key. A one-per-customer
+    item must win the ``limited`` row: the primary key decides between two devices.
     """
-    new = bool(await tx.rows(_CLAIM, user, key))
+    new = bool(conn.execute(_CLAIM, (user, key)).fetchall())
     if not new:  # a retry of an add already made (or refused): no second effect
-        why = (await tx.rows(_REFUSED, user, key))[0][0]
+        why = conn.execute(_REFUSED, (user, key)).fetchall()[0][0]
     else:
         why = _check(sku, qty)
-        if why is None and sku in ONE_PER_CUSTOMER and not await tx.rows(_LIMIT, user, sku):
+        if why is None and sku in ONE_PER_CUSTOMER and not conn.execute(_LIMIT, (user, sku)).fetchall():
             why = f"{sku} is limited to one per customer"
-        await (tx.rows(_REFUSE, why, user, key) if why is not None else tx.rows(_UPSERT, user, sku, qty))
+        if why is not None:
+            conn.execute(_REFUSE, (why, user, key))
+        else:
+            conn.execute(_UPSERT, (user, sku, qty))
     if why is not None:
         return 409, {"error": why}
-    return _answer(user, dict(await tx.rows(_CART, user)), new)
+    return _answer(user, dict(conn.execute(_CART, (user,)).fetchall()), new)
 
 
 def _check(sku: str, qty: int) -> str | None:
@@ -156,24 +153,45 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-@functools.cache
-def _dollars(sql: str) -> str:
-    """``?`` placeholders as PostgreSQL's ``$1, $2...``."""
-    parts = sql.split("?")
-    return "".join(part + (f"${i + 1}" if i < len(parts) - 1 else "") for i, part in enumerate(parts))
-
-
-class _PgTx:
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    async def rows(self, sql: str, *args: Any) -> list[Any]:
-        rows: list[Any] = await self.conn.fetch(_dollars(sql), *args)
-        return rows
+#: :func:`add_item`'s statements as one PostgreSQL function: an add is then one round trip (one
+#: statement, so one READ COMMITTED transaction) instead of seven (BEGIN, four statements, COMMIT).
+_PG_ADD = """
+CREATE FUNCTION cart_add(p_user text, p_key text, p_sku text, p_qty integer, p_why text, p_limited boolean)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    claimed boolean;
+    won boolean;
+    why text := p_why;
+BEGIN
+    INSERT INTO done (customer, key) VALUES (p_user, p_key) ON CONFLICT DO NOTHING
+        RETURNING true INTO claimed;
+    IF claimed IS NULL THEN  -- a retry of an add already made (or refused): no second effect
+        SELECT refused INTO why FROM done WHERE customer = p_user AND key = p_key;
+    ELSE
+        IF why IS NULL AND p_limited THEN
+            INSERT INTO limited (customer, sku) VALUES (p_user, p_sku) ON CONFLICT DO NOTHING
+                RETURNING true INTO won;
+            IF won IS NULL THEN why := p_sku || ' is limited to one per customer'; END IF;
+        END IF;
+        IF why IS NOT NULL THEN
+            UPDATE done SET refused = why WHERE customer = p_user AND key = p_key;
+        ELSE
+            INSERT INTO items (customer, sku, qty) VALUES (p_user, p_sku, p_qty)
+                ON CONFLICT (customer, sku) DO UPDATE SET qty = items.qty + excluded.qty;
+        END IF;
+    END IF;
+    IF why IS NOT NULL THEN
+        RETURN jsonb_build_object('error', why);
+    END IF;
+    RETURN jsonb_build_object('user', p_user, 'items', COALESCE(
+        (SELECT jsonb_object_agg(sku, qty) FROM items WHERE customer = p_user), '{}'::jsonb))
+        || CASE WHEN claimed IS NULL THEN '{"replayed": true}'::jsonb ELSE '{}'::jsonb END;
+END $$;
+"""
 
 
 class PostgresStore:
-    """An asyncpg pool of ``size`` connections; every add is one READ COMMITTED transaction."""
+    """An asyncpg pool of ``size`` connections; every add is one call of ``cart_add`` (:data:`_PG_ADD`)."""
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
@@ -185,33 +203,17 @@ class PostgresStore:
         return cls(await asyncpg.create_pool(dsn, min_size=size, max_size=size))
 
     async def add(self, user: str, key: str, sku: str, qty: int) -> Answer:
-        async with self.pool.acquire() as conn, conn.transaction():
-            return await add_item(_PgTx(conn), user, key, sku, qty)
+        answer: dict[str, Any] = json.loads(await self.pool.fetchval(
+            "SELECT cart_add($1, $2, $3, $4, $5, $6)", user, key, sku, qty, _check(sku, qty),
+            sku in ONE_PER_CUSTOMER))
+        return (409 if "error" in answer else 200), answer
 
     async def view(self, user: str) -> dict[str, Any]:
-        return {"user": user, "items": dict(await self.pool.fetch(_dollars(_CART), user))}
+        rows = await self.pool.fetch("SELECT sku, qty FROM items WHERE customer = $1", user)
+        return {"user": user, "items": dict(rows)}
 
     async def close(self) -> None:
         await self.pool.close()
-
-
-class _SqliteTx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    async def rows(self, sql: str, *args: Any) -> list[Any]:
-        return self.conn.execute(sql, args).fetchall()  # never suspends: see _at_once
-
-
-def _at_once(step: Coroutine[Any, Any, Answer]) -> Answer:
-    """Run a coroutine that never suspends (:func:`add_item` over SQLite) to its end, on any thread."""
-    try:
-        step.send(None)
-    except StopIteration as done:
-        result: Answer = done.value
-        return result
-    step.close()
-    raise RuntimeError("a SQLite step suspended")
 
 
 class SqliteStore:
@@ -257,7 +259,7 @@ class SqliteStore:
             conn = self.db()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                answer = _at_once(add_item(_SqliteTx(conn), user, key, sku, qty))
+                answer = add_item(conn, user, key, sku, qty)
                 conn.execute("COMMIT")
                 return answer
             except BaseException:
@@ -633,7 +635,7 @@ async def run_postgres(args: argparse.Namespace, folder: str) -> Run:
     conn = await asyncpg.connect(args.postgres)
     try:
         await conn.execute(f"DROP SCHEMA IF EXISTS {_PG_SCHEMA} CASCADE; CREATE SCHEMA {_PG_SCHEMA}; "
-                           f"SET search_path = {_PG_SCHEMA}; {_SCHEMA}")
+                           f"SET search_path = {_PG_SCHEMA}; {_SCHEMA}; {_PG_ADD}")
         async with _stateless_fronts("postgres", dsn, args) as url:
             run = await _measure("postgres", url, args)
         rows = await conn.fetch("SELECT customer, SUM(qty) AS n FROM items GROUP BY customer")
