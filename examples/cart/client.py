@@ -16,11 +16,11 @@ class CartClient:
     """A device talking HTTP to the API; a change is retried with its idempotency key until the server
     answers, as a careful app would.
 
-    Retried: a connection the server dropped or refused (the front of a killed worker goes with it; the
-    other worker's front takes the next connection) and a ``503`` (the cart's worker is being
-    replaced). The same key makes the retry safe: a change the cart already committed is answered as a
-    replay, not applied twice. ``retries`` counts them; ``server_errors`` counts the requests that got
-    no answer at all in ``RETRY_FOR`` seconds, or a 5xx other than 503.
+    Retried: a connection the server refused or dropped, mid-answer too (the front of a killed worker
+    goes with it; the other worker's front takes the next connection) and a ``503`` (the cart's worker
+    is being replaced). The same key makes the retry safe: a change the cart already committed is
+    answered as a replay, not applied twice. ``retries`` counts them; ``server_errors`` counts the
+    requests that got no answer at all in ``RETRY_FOR`` seconds, or a 5xx other than 503.
     """
 
     def __init__(self, session: aiohttp.ClientSession, base: str, device: str) -> None:
@@ -43,7 +43,7 @@ class CartClient:
                         return resp.status, {"error": await resp.text()}
                     else:
                         return resp.status, await resp.json()
-            except (TimeoutError, aiohttp.ClientConnectionError):
+            except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
                 if loop.time() >= deadline:
                     self.server_errors += 1
                     return 599, {"error": "no answer"}

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import registry
 from kernel import ActorExited, Down, Node
+from supervisors import Supervisor
 
 from .._cli import Claim, all_hold, console, show_claims
-from .room import Member, Room, ask_room, room_name
+from .room import Member, Room, ask_room, room_name, rooms
 
 ROOM = "lobby"
 
@@ -49,6 +50,7 @@ async def demo(*, workers: int = 2, members: int = 4, lines: int = 10) -> ChatRe
     started = time.perf_counter()
     try:
         async with asyncio.timeout(40), Node(workers=workers, state=os.path.join(folder, "chat.db")) as node:
+            await node.spawn(Supervisor, children=[rooms.child_spec()], name="root")
             people = [await node.spawn(Member, name) for name in ("ana", "ben", "chloe", "dev")[:members]]
             early, late = people[:-1], people[-1]
             for person in early:
@@ -66,7 +68,7 @@ async def demo(*, workers: int = 2, members: int = 4, lines: int = 10) -> ChatRe
             history = await ask_room(ROOM, "history")
             everyone = all(v == history for v in views) and len(history) == posts
 
-            # Crash the room: it restarts from its checkpoint on the next message.
+            # Crash the room: its supervisor (the rooms' family) restarts it from its checkpoint.
             room = await registry.whereis(room_name(ROOM))
             ref = node.monitor(room)
             with contextlib.suppress(ActorExited):  # the room dies answering, as a crash does
@@ -118,7 +120,8 @@ def _judge(r: ChatReport) -> ChatReport:
 def show(report: ChatReport) -> None:
     console.rule("[bold]Chat rooms, one actor each")
     console.print(
-        "The room 'lobby' is an actor found or started by name. Its history is its checkpointed state; "
+        "The room 'lobby' is one of Entities(\"rooms\", Room), started on its first message. Its "
+        "history is its checkpointed state; "
         "its members are a registry group (pub/sub), so they outlive the room. "
         f"{report.members - 1} members talk at once, a fourth joins late, then the room is crashed, "
         "then left alone until it stops by itself.\n")
@@ -129,6 +132,7 @@ def show(report: ChatReport) -> None:
 async def serve(workers: int = 2) -> int:
     """A room with chatty members until Ctrl-C, for the observer (node "chat")."""
     async with Node(workers=workers, name="chat") as node:
+        await node.spawn(Supervisor, children=[rooms.child_spec()], name="root")
         people = [await node.spawn(Member, name) for name in ("ana", "ben", "chloe")]
         for p in people:
             await node.call(p, ("join", ROOM))

@@ -1,6 +1,8 @@
 """Chat rooms as actors: one persistent actor per room, members reached by pub/sub through the registry.
 
-* A room is found or started by name (``("room", name)``) with ``registry.get_or_spawn``.
+* A room is one of ``rooms = Entities("rooms", Room)``: its first message, from any worker, starts it
+  (exactly one however many race), registered as ``("rooms", name)``; put ``rooms.child_spec()`` in
+  the tree. A crashed room is restarted by the family's supervisor from its checkpoint.
 * Its history is its state, checkpointed before every post is acknowledged
   (``Checkpoint(every=1, durable=True)``): a crashed room restarts from it, a late joiner is sent it.
 * Members are not part of the room's state: they join the group ``("members", room)`` of the
@@ -16,18 +18,17 @@ reaches the member's worker in order.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import kernel
 import registry
-from kernel import Actor, ActorExited, Checkpoint, NoProc, NoReply, Pid
+from kernel import Actor, Checkpoint, NoReply, Pid
+from supervisors import Entities
 
 HISTORY = 200  # messages a room keeps
 
 
-def room_name(room: str) -> tuple[str, str]:
-    return ("room", room)
+def room_name(room: str) -> tuple[Any, Any]:
+    return rooms.entity_name(room)
 
 
 def topic(room: str) -> tuple[str, str]:
@@ -71,15 +72,13 @@ class Room(Actor):
         return await super().handle_call(request, caller)
 
 
+#: The rooms, one per topic (``init(room)``), each passivating after ``Room.idle_timeout``.
+rooms = Entities("rooms", Room)
+
+
 async def ask_room(room: str, request: Any) -> Any:
-    """Call the room, starting or restoring it if it is not running (crashed, passivated)."""
-    for attempt in range(20):
-        try:
-            pid = await registry.get_or_spawn(Room, room, name=room_name(room))
-            return await kernel.call(pid, request)
-        except (NoProc, ActorExited):
-            await asyncio.sleep(0.01 * attempt)  # retry backoff, as any client would
-    raise RuntimeError(f"room {room} did not answer")
+    """Call the room, starting or restoring it if it is not running (passivated, or never started)."""
+    return await rooms.call(room, request)
 
 
 class Member(Actor):

@@ -16,9 +16,10 @@ from typing import Any
 from rich.table import Table
 
 from kernel import Node, Pid
+from supervisors import Supervisor
 
 from .._cli import Claim, all_hold, console, show_claims
-from .limiter import STORE, Mode, Store, Uploads, limiter_name
+from .limiter import STORE, Mode, Store, Uploads, limiter_name, quotas
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ async def run_mode(node: Node, mode: Mode, root: str, *, limit: int, users: int,
     uploads = Uploads(mode, limit, root)
     names = [f"user{u}" for u in range(users)]
     for user in names:
-        os.makedirs(uploads.folder(user))
+        os.makedirs(uploads.folder(user), exist_ok=True)
     started = time.perf_counter()
     for number in range(clients):  # every user's tabs spread over every worker
         for user in names:
@@ -98,6 +99,7 @@ async def demo(*, workers: int = 2, limit: int = 3, users: int = 12, clients: in
     try:
         async with asyncio.timeout(50), Node(workers=workers) as node:
             await node.spawn(Store, name=STORE)
+            await node.spawn(Supervisor, children=[quotas(limit, root).child_spec()], name="root")
             results = tuple([
                 await run_mode(node, mode, root, limit=limit, users=users, clients=clients,
                                requests=requests)
@@ -113,7 +115,7 @@ async def demo(*, workers: int = 2, limit: int = 3, users: int = 12, clients: in
         Claim("The limit was really tested: users hit it and extra uploads were turned away",
               right.disk_peak == limit and right.rejected > 0,
               f"{right.accepted} accepted, {right.rejected} turned away"),
-        Claim(f"All {clients} tabs of a user, on every worker, found the same single limiter (get_or_spawn)",
+        Claim(f"All {clients} tabs of a user, on every worker, found the same single limiter (Entities)",
               right.limiters_per_user == 1),
         Claim(f"The naive check-then-act version let uploads past the limit of {limit}",
               naive.disk_peak > limit,
@@ -129,8 +131,9 @@ def show(report: UploadsReport) -> None:
         f"{report.clients_per_user} browser tabs uploading in parallel, spread over {report.workers} worker "
         "processes. Each upload writes a [italic].part[/] file while it runs, so the disk shows how many "
         "really ran at once.\n")
-    console.print("  [bold]actor[/]: each user's requests go to that user's own actor, found or started "
-                  "with registry.get_or_spawn; it checks and counts in one step.")
+    console.print("  [bold]actor[/]: each user's requests go to that user's own actor, one of "
+                  "Entities(\"quotas\", UploadLimiter), started on first use; it checks and counts in one "
+                  "step.")
     console.print("  [bold]naive[/]: read a shared counter from a store, validate, write it back "
                   "(separate get and set, as with a database row or a cache key).\n")
     table = Table(title_justify="left")
@@ -152,12 +155,12 @@ async def serve(workers: int = 2, limit: int = 3) -> int:
     root = tempfile.mkdtemp(prefix="uploads-serve-")
     try:
         async with Node(workers=workers, name="uploads") as node:
+            await node.spawn(Supervisor, children=[quotas(limit, root).child_spec()], name="root")
             console.print("[bold]Node 'uploads'[/] is uploading. In another terminal: "
                           "[cyan]python -m tools.observer --node uploads[/]. Ctrl-C stops.")
             rounds = 0
             while True:
-                result = await run_mode(node, "actor", os.path.join(root, str(rounds)), limit=limit,
-                                        users=8, clients=6, requests=20)
+                result = await run_mode(node, "actor", root, limit=limit, users=8, clients=6, requests=20)
                 rounds += 1
                 console.print(f"  round {rounds}: {result.accepted} accepted, {result.rejected} turned "
                               f"away, most at once for one user: {result.disk_peak} (limit {limit})")

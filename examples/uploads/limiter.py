@@ -1,9 +1,10 @@
 """A per-user upload limiter, the right way (one actor per user) and the naive way (check, then act).
 
-The right way: every request for user U goes to U's own :class:`UploadLimiter`, found or started with
-``registry.get_or_spawn`` (Erlang's "already_started" idiom: of all the clients that race to start it,
-exactly one does and every one gets the same pid). The check "fewer than X running?" and the act
-"count this one" happen inside one message, one message at a time, so nothing can slip between them.
+The right way: every request for user U goes to U's own :class:`UploadLimiter`, one of the
+``Entities("quotas", UploadLimiter)`` (:func:`quotas`): of all the clients that race to reach it
+first, from every worker, exactly one activation happens and every one talks to the same actor. The
+check "fewer than X running?" and the act "count this one" happen inside one message, one message at a
+time, so nothing can slip between them.
 
 The naive way is the Rails story from the design discussion: a shared counter in a store with separate
 get and set, read, validated, then written, from many workers at once. Two requests both read X-1 and
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import kernel
-import registry
 from kernel import Actor, Pid
+from supervisors import Entities
 
 Mode = Literal["actor", "naive"]
 STORE = "upload-store"
@@ -34,10 +35,12 @@ def in_progress(folder: str) -> int:
 
 
 class UploadLimiter(Actor):
-    """User U's limiter: ``("begin", id)`` -> True if fewer than ``limit`` uploads run, and counts it."""
+    """User U's limiter: ``("begin", id)`` -> ``(True, its pid)`` if fewer than ``limit`` uploads run,
+    and counts it (the pid shows the demo that every tab reached the same one)."""
 
-    async def init(self, user: str, limit: int, folder: str) -> None:
+    async def init(self, user: str, limit: int, folders: str) -> None:
         # Start from what is really on disk: a limiter restarted mid-upload does not forget them.
+        folder = os.path.join(folders, user)
         self.state = {"user": user, "limit": limit, "active": in_progress(folder), "peak": 0}
 
     async def handle_call(self, request: Any, caller: Any) -> Any:
@@ -45,10 +48,10 @@ class UploadLimiter(Actor):
         match request:
             case ("begin", _upload):
                 if s["active"] >= s["limit"]:
-                    return False
+                    return (False, self.pid)
                 s["active"] += 1
                 s["peak"] = max(s["peak"], s["active"])
-                return True
+                return (True, self.pid)
             case "stats":
                 return dict(s)
         return await super().handle_call(request, caller)
@@ -74,8 +77,14 @@ class Store(Actor):
         return await super().handle_call(request, caller)
 
 
+def quotas(limit: int, root: str) -> Entities:
+    """The limiters: one per user, started on a user's first upload (``init(user, limit, folders)``);
+    put ``quotas(...).child_spec()`` in the tree. A crashed one restarts counting from the disk."""
+    return Entities("quotas", UploadLimiter, args=(limit, os.path.join(root, "actor")))
+
+
 def limiter_name(user: str) -> tuple[str, str]:
-    return ("uploads", user)
+    return ("quotas", user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +102,8 @@ class Uploads:
         """Run one upload if the user's limit allows; returns (accepted, uploads seen on disk, limiter)."""
         folder = self.folder(user)
         if self.mode == "actor":
-            limiter = await registry.get_or_spawn(UploadLimiter, user, self.limit, folder,
-                                                  name=limiter_name(user))
-            if not await kernel.call(limiter, ("begin", upload_id)):
+            accepted, limiter = await quotas(self.limit, self.root).call(user, ("begin", upload_id))
+            if not accepted:
                 return False, 0, limiter
         else:
             limiter = None
@@ -105,8 +113,8 @@ class Uploads:
             await asyncio.sleep(0.001)  # validate the file name, check auth...: any await will do
             await kernel.call(STORE, ("set", user, running + 1))
         seen = await self._transfer(folder, upload_id, data)
-        if limiter is not None:
-            kernel.cast(limiter, ("done", upload_id))
+        if self.mode == "actor":
+            quotas(self.limit, self.root).cast(user, ("done", upload_id))
         else:
             running = await kernel.call(STORE, ("get", user))
             await kernel.call(STORE, ("set", user, running - 1))
