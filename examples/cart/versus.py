@@ -18,10 +18,10 @@ the sides differ only in where the state lives:
   uncommitted row, then finds it); if it was new, a one-per-customer item must first win
   ``INSERT INTO limited`` (the rule is the table's primary key), and the item is upserted (``ON CONFLICT
   ... DO UPDATE qty = qty + excluded.qty``, atomic under concurrency); then the cart is read back.
-* **sqlite**: the same app and statements over one SQLite file (WAL, synchronous=NORMAL), one ``BEGIN IMMEDIATE``
-  transaction per add, with the lock discipline of the kernel's checkpoint store (writers take turns on a
-  ``flock`` polled every 50 us before SQLite's lock). ``--sql-threads 0`` (the default) runs it on the
-  event loop, as a sync server's worker would; ``N`` runs it on N threads per process.
+* **sqlite**: the same app and statements over one SQLite file (WAL, synchronous=NORMAL), one
+  ``BEGIN IMMEDIATE`` transaction per add, with the lock discipline of the kernel's checkpoint store
+  (writers take turns on a ``flock`` polled every 50 us before SQLite's lock). ``--sql-threads 0`` (the
+  default) runs it on the event loop, as a sync server's worker would; ``N`` on N threads per process.
 
 Every side remembers a key, not its answer, and answers a retried key the same way: the cart as it is
 now, with ``"replayed": true``, and nothing added; a refused add (409) is refused again.
