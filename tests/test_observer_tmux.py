@@ -154,7 +154,7 @@ def test_kill_from_the_observer_in_a_terminal_and_ctrl_c_the_runner(
 def test_trace_of_the_selected_actor_in_a_terminal(tmux: Tmux, runtime_env: dict[str, str],
                                                    tmp_path: Path) -> None:
     name = f"tmux-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    runner, lines = start_runner(name, runtime_env)
+    runner, lines = start_runner("tests.apps.observer_app:children", name, env=runtime_env)
     output: list[str] = []
     try:
         wait_line(lines, "watch it live", output)
@@ -178,9 +178,6 @@ def test_trace_of_the_selected_actor_in_a_terminal(tmux: Tmux, runtime_env: dict
         tmux.keys("Escape")
         tmux.wait_for("the main view again", lambda s: "key       root/alpha" in s)
         tmux.keys("q")
-        runner.send_signal(signal.SIGINT)
-        assert runner.wait(timeout=BOUND) == 0, "".join(output)
+        assert interrupt(runner) == 0, "".join(output)
     finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait(timeout=BOUND)
+        reap(runner)
