@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import interrupt, reap
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -84,12 +86,9 @@ def test_the_asgi_front_answers_from_every_worker_and_again_after_a_worker_is_ki
             assert _answered_by(port, now) == now, "the replacement worker serves again"
             assert _get(port, "/hit/total")["answer"] == 1
 
-            runner.send_signal(signal.SIGINT)
-            assert runner.wait(timeout=30) == 0
+            assert interrupt(runner) == 0
         finally:
-            if runner.poll() is None:
-                runner.kill()
-                runner.wait()
+            reap(runner)
 
 
 def test_asgi_and_port_go_together_and_a_bad_port_is_refused_before_a_node_boots() -> None:

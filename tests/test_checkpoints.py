@@ -12,7 +12,7 @@ import kernel
 import registry
 from kernel import ActorExited, Checkpoint, Down, Node
 from supervisors import ChildSpec, Supervisor, which_children
-from tests.kernel_support import run_node
+from tests.support.nodes import run_node
 
 
 class Ledger(kernel.Actor):

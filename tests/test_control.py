@@ -32,9 +32,8 @@ from kernel.node.control import (
     list_nodes,
     runtime_dir,
 )
-from tests.kernel_support import probe_as_nobody
-
-BOUND = 5.0
+from tests.support import BOUND
+from tests.support.nodes import probe_as_nobody
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,8 @@ from kernel import (
     NotSerializable,
     Pid,
 )
-from tests.kernel_support import run_node
+from kernel.testing import Facts
+from tests.support.nodes import run_node
 
 
 class Counter(kernel.Actor):
@@ -69,30 +70,18 @@ class Counter(kernel.Actor):
         self.state = ("info", message)
 
 
-class Recorder(kernel.Actor):
-    """Keeps every info message; answers ("wait", n) once it has n of them."""
+class Recorder(Facts):
+    """Keeps every info message and cast (``Facts``: ``("wait", n)`` answered once it has n of them),
+    and acts on the test's behalf: link, monitor, send, exit, timers."""
 
     trap_exits = False
 
     async def init(self, trap: bool = False) -> None:
         self.trap_exits = trap
-        self.state = []
-        self.waiting = None
-
-    async def handle_info(self, message):
-        self.state.append(message)
-        self._check()
-
-    async def handle_cast(self, message):
-        self.state.append(message)
-        self._check()
+        await super().init()
 
     async def handle_call(self, request, caller):
         match request:
-            case ("wait", n):
-                self.waiting = (n, caller)
-                self._check()
-                return NoReply
             case ("link", pid):
                 # Signals are asynchronous (as in Erlang); a call on the same ordered stream
                 # proves the link reached the target before the test goes on.
@@ -115,12 +104,7 @@ class Recorder(kernel.Actor):
                 return self.send_after(seconds, msg)
             case ("cancel", ref):
                 return self.cancel_timer(ref)
-        raise ValueError(request)
-
-    def _check(self) -> None:
-        if self.waiting and len(self.state) >= self.waiting[0]:
-            self.reply(self.waiting[1], list(self.state))
-            self.waiting = None
+        return await super().handle_call(request, caller)
 
 
 class Stopper(kernel.Actor):

@@ -13,7 +13,7 @@ import pytest
 
 import kernel
 from kernel import Node, NotSerializable, Overloaded
-from tests.kernel_support import run_node
+from tests.support.nodes import run_node
 
 BLOB = b"x" * 65536
 MIB = 2**20

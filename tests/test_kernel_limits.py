@@ -6,7 +6,7 @@ import pytest
 
 import kernel
 from kernel import MailboxFull, MessageTooLarge, Node, NoReply, NotSerializable
-from tests.kernel_support import run_node
+from tests.support.nodes import run_node
 
 
 class Gate(kernel.Actor):

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 import kernel
 from kernel import Node
 from kernel.testing import Facts
-from tests.kernel_support import run_node
+from tests.support.nodes import run_node
+from tests.support.processes import reap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,9 +79,7 @@ def test_sigkill_of_the_node_leaves_no_orphan_worker(tmp_path) -> None:
                                         timeout=10)
         assert not alive, f"orphan workers: {alive}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
         if proc.stdout is not None:
             proc.stdout.close()
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import kernel
 from kernel import CallTimeout, Checkpoint, Down, Node
 from supervisors import ChildSpec, Supervisor, which_children
-from tests.kernel_support import run_node
+from tests.support.nodes import run_node
 
 
 class Ledger(kernel.Actor):

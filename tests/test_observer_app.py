@@ -7,7 +7,9 @@ clock. Waits are on facts (the fake's events, the screen stack), each bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+from collections.abc import AsyncIterator
 from io import StringIO
 from typing import Any
 
@@ -15,7 +17,8 @@ from rich.console import Console
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static, Tree
 
-from kernel.node.control import ControlError
+from kernel.control import ControlError
+from tests.support import BOUND
 from tools.observer.app import (
     TRACE_N,
     Confirm,
@@ -27,8 +30,6 @@ from tools.observer.app import (
     TraceScreen,
 )
 from tools.observer.sample import sample_snapshot
-
-BOUND = 5.0
 
 
 class FakeNode:
@@ -132,6 +133,17 @@ async def settle(pilot: Pilot[None], fact: Any) -> None:
             await pilot.pause()
 
 
+@contextlib.asynccontextmanager
+async def observing(source: Any,
+                    size: tuple[int, int] = (160, 48)) -> AsyncIterator[tuple[ObserverApp, Pilot[None]]]:
+    """The observer app on ``source`` (no timer: the test drives each poll), run headless, once it
+    shows its first snapshot."""
+    app = ObserverApp(source, node="demo", interval=None)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot, lambda: app.snapshot is not None)
+        yield app, pilot
+
+
 def shown(app: Any, selector: str) -> str:
     """The plain text a Static widget shows."""
     content = app.query_one(selector, Static).content
@@ -153,9 +165,7 @@ def run(coro: Any) -> None:
 def test_shows_tree_workers_and_sortable_processes() -> None:
     async def main() -> None:
         fake = FakeNode()
-        app = ObserverApp(fake, node="demo", interval=None)
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(fake) as (app, pilot):
             tree: Tree[str] = app.query_one("#tree", Tree)
             assert str(tree.root.label).startswith("node demo (os pid 123)")
             [root] = tree.root.children
@@ -178,9 +188,7 @@ def test_shows_tree_workers_and_sortable_processes() -> None:
 def test_select_a_row_shows_state_links_and_monitors() -> None:
     async def main() -> None:
         fake = FakeNode()
-        app = ObserverApp(fake, node="demo", interval=None)
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(fake) as (app, pilot):
             app.query_one("#procs", DataTable).focus()
             await pilot.press("home")  # <0.2> vault: first by mailbox
             await settle(pilot, lambda: "State(of='<0.2>'" in details(app))
@@ -200,9 +208,7 @@ def test_select_a_row_shows_state_links_and_monitors() -> None:
 def test_kill_asks_first_and_the_restart_shows_up() -> None:
     async def main() -> None:
         fake = FakeNode()
-        app = ObserverApp(fake, node="demo", interval=None)
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(fake) as (app, pilot):
             app.query_one("#procs", DataTable).focus()
             await pilot.press("home", "down", "down", "down", "down", "down")  # <1.2>, the cart u42
             await settle(pilot, lambda: app.selected == "<1.2>")
@@ -238,9 +244,7 @@ def test_kill_asks_first_and_the_restart_shows_up() -> None:
 def test_folded_tree_nodes_stay_folded_across_refreshes() -> None:
     async def main() -> None:
         fake = FakeNode()
-        app = ObserverApp(fake, node="demo", interval=None)
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(fake) as (app, pilot):
             tree: Tree[str] = app.query_one("#tree", Tree)
             carts = tree.root.children[0].children[1]
             assert carts.data == "<1.1>" and carts.is_expanded
@@ -279,9 +283,7 @@ def tree_cursor(app: ObserverApp) -> str | None:
 
 def test_question_mark_shows_every_key() -> None:
     async def main() -> None:
-        app = ObserverApp(FakeNode(), node="demo", interval=None)
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(FakeNode()) as (app, pilot):
             await pilot.press("question_mark")
             await settle(pilot, lambda: isinstance(app.screen, HelpScreen))
             help_text = shown(app.screen, "#help")
@@ -296,9 +298,7 @@ def test_question_mark_shows_every_key() -> None:
 
 def test_slash_filters_tree_and_table_by_name_class_or_pid() -> None:
     async def main() -> None:
-        app = ObserverApp(FakeNode(), node="demo", interval=None)
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(FakeNode()) as (app, pilot):
             await pilot.press("slash", *"cart")
             await settle(pilot, lambda: app.filter == "cart")
             assert sorted(rows(app)) == ["<0.3>", "<1.1>", "<1.2>"]  # class Cart, key root/carts
@@ -325,9 +325,7 @@ def test_slash_filters_tree_and_table_by_name_class_or_pid() -> None:
 def test_tree_cursor_follows_the_restarted_child_not_the_row() -> None:
     async def main() -> None:
         fake = FakeNode()
-        app = ObserverApp(fake, node="demo", interval=None)
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(fake) as (app, pilot):
             app.query_one("#tree", Tree).focus()
             await pilot.press("down", "down", "down", "down", "down")  # root, vault, helper, carts, u42
             await settle(pilot, lambda: app.selected == "<1.2>")
@@ -349,9 +347,7 @@ def test_tree_cursor_follows_the_restarted_child_not_the_row() -> None:
 def test_stop_asks_first_then_stops_orderly() -> None:
     async def main() -> None:
         fake = FakeNode()
-        app = ObserverApp(fake, node="demo", interval=None)
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(fake) as (app, pilot):
             app.query_one("#procs", DataTable).focus()
             await pilot.press("home")
             await settle(pilot, lambda: app.selected == "<0.2>")
@@ -379,9 +375,7 @@ def test_details_show_queue_last_exit_and_restart_history() -> None:
         fake = Queued()
         cart = fake.snap["actors"][3]
         cart["exits"] = [[1700000010.0, "ValueError('bad seat')"], [1700000070.0, "'kill'"]]
-        app = ObserverApp(fake, node="demo", interval=None)
-        async with app.run_test(size=(160, 60)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(fake, size=(160, 60)) as (app, pilot):
             app.query_one("#tree", Tree).focus()
             await pilot.press("down", "down", "down", "down", "down")
             await settle(pilot, lambda: "queue (12 messages)" in details(app))
@@ -396,9 +390,7 @@ def test_details_show_queue_last_exit_and_restart_history() -> None:
 def test_dead_letters_view_replays_and_drops_after_confirming() -> None:
     async def main() -> None:
         fake = FakeNode()
-        app = ObserverApp(fake, node="demo", interval=None)
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(fake) as (app, pilot):
             await pilot.press("d")
             await settle(pilot, lambda: isinstance(app.screen, DeadLettersScreen) and app.screen.letters)
             screen = app.screen
@@ -432,9 +424,7 @@ def test_unresponsive_worker_and_loop_lag_are_shown() -> None:
         fake.snap["workers"][0]["lag"] = 0.004
         fake.snap["workers"][1] = {"index": 1, "os_pid": 457, "alive": True, "responsive": False, "lag": 3.25}
         fake.snap["actors"] = [a for a in fake.snap["actors"] if a["worker"] != 1]
-        app = ObserverApp(fake, node="demo", interval=None)
-        async with app.run_test(size=(160, 48)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(fake) as (app, _pilot):
             workers = shown(app, "#workers")
             assert "457 unresponsive" in workers and "3.2 s" in workers and "4 ms" in workers
             assert "worker 1 unresponsive" in shown(app, "#status")
@@ -448,9 +438,7 @@ def test_details_show_the_sampled_stack_and_the_worker_that_is_held() -> None:
         fake = FakeNode()
         fake.snap["workers"][1] = {"index": 1, "os_pid": 457, "alive": True, "responsive": False, "lag": 2.0,
                                    "running": "<1.7>", "stack": ["hog.py:5 in handle_cast: spin()"]}
-        app = ObserverApp(fake, node="demo", interval=None)
-        async with app.run_test(size=(160, 60)) as pilot:
-            await settle(pilot, lambda: app.snapshot is not None)
+        async with observing(fake, size=(160, 60)) as (app, pilot):
             assert "its loop is held by <1.7> at hog.py:5 in handle_cast: spin()" in shown(app, "#workers")
             app.query_one("#procs", DataTable).focus()
             await pilot.press("home")  # <0.2>, busy

@@ -14,21 +14,12 @@ from typing import Any
 
 import pytest
 
-from kernel import Actor, Node, Pid
-from kernel.node.control import ControlClient, ControlError, ControlServer, list_nodes
+from kernel import Node, Pid
+from kernel.control import ControlClient, ControlError, ControlServer, list_nodes
+from tests.apps.observer_app import Counter
+from tests.support import BOUND
 from tools.observer import render
 from tools.observer.__main__ import main as observer_main
-
-BOUND = 20.0
-
-
-class Counter(Actor):
-    async def init(self, start: int = 0) -> None:
-        self.state = {"n": start}
-
-    async def handle_call(self, request: Any, caller: Any) -> Any:
-        self.state["n"] += 1
-        return self.state["n"]
 
 
 def parse_pid(text: str) -> Pid:

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 import kernel
-from kernel import ActorExited, Down, Node, Quarantined
-from kernel.node.control import ControlClient, ControlError
+from kernel import Down, Node, Quarantined
+from kernel.control import ControlClient, ControlError
 from supervisors import ChildSpec, Supervisor, which_children
-from tests.kernel_support import run_node
-from tests.test_quarantine import Fragile, _dead_letters
+from tests.support.nodes import run_node
+from tests.support.quarantine import crash_until_quarantined, dead_letters
 
 
 class Gate(kernel.Actor):
@@ -88,18 +88,10 @@ def test_snapshot_keeps_a_childs_exit_history_and_stop_is_orderly() -> None:
 def test_dead_letters_are_listed_as_json(tmp_path: Any) -> None:
     async def body(node: Node) -> None:
         assert await ask(node, {"op": "dead_letters"}) == {"letters": []}
-        sup = await node.spawn(Supervisor, strategy="one_for_one", max_restarts=10, name="root", worker=0,
-                               children=[ChildSpec("fragile", Fragile, worker=0)])
-        [(_, child, _)] = await which_children(sup)
-        for _ in range(Fragile.quarantine_after):
-            ref = node.monitor(child)
-            with pytest.raises(ActorExited):
-                await node.call(child, ("poison", 1))
-            await node.receive(lambda m: isinstance(m, Down) and m.ref == ref, timeout=5)
-            [(_, child, _)] = await which_children(sup)
+        _sup, child = await crash_until_quarantined(node)
         with pytest.raises(Quarantined):
             await node.call(child, ("poison", 1))
-        [letter] = await _dead_letters(node.state_path, 1)
+        [letter] = await dead_letters(node.state_path, 1)
         [listed] = (await ask(node, {"op": "dead_letters"}))["letters"]
         assert listed["id"] == letter.id and listed["key"] == "'root/fragile'" and listed["count"] == 3
         assert listed["message"] == "call: ('poison', 1)" and "ValueError" in listed["error"]

@@ -13,14 +13,11 @@ sessions.
 from __future__ import annotations
 
 import os
-import queue
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,8 +26,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-BOUND = 20.0
+from tests.support import BOUND
+from tests.support.processes import ROOT, interrupt, reap, start_runner, wait_line
+
 TMUX = shutil.which("tmux")
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed: the terminal test needs it")
@@ -98,41 +96,6 @@ def runtime_env() -> Iterator[dict[str, str]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def start_runner(name: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
-    """``python -m kernel run`` of the test app; its output lines arrive on the queue (None at EOF)."""
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "kernel", "run", "tests.apps.observer_app:children",
-         "--workers", "2", "--name", name],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert runner.stdout is not None
-        with runner.stdout:  # closed at EOF: when the runner and its workers (which share it) are gone
-            for line in runner.stdout:
-                lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return runner, lines
-
-
-def wait_line(lines: queue.Queue[str | None], needle: str, seen: list[str]) -> None:
-    deadline = time.monotonic() + BOUND
-    while True:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            pytest.fail(f"the runner never printed {needle!r}; output so far:\n{''.join(seen)}")
-        if line is None:
-            pytest.fail(f"the runner exited before printing {needle!r}; output:\n{''.join(seen)}")
-        seen.append(line)
-        if needle in line:
-            return
-
-
 def tree_pid(screen: str, child_id: str) -> str | None:
     """The pid on the tree line of the supervised child ``child_id`` (``<0.2> [alpha] Counter …``)."""
     found = re.search(rf"(<\d+\.\d+(?:\.\d+)?>) \[{child_id}\] Counter", screen)
@@ -143,7 +106,7 @@ def test_kill_from_the_observer_in_a_terminal_and_ctrl_c_the_runner(
     tmux: Tmux, runtime_env: dict[str, str], tmp_path: Path
 ) -> None:
     name = f"tmux-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    runner, lines = start_runner(name, runtime_env)
+    runner, lines = start_runner("tests.apps.observer_app:children", name, env=runtime_env)
     output: list[str] = []
     workers: list[psutil.Process] = []
     try:
@@ -177,15 +140,12 @@ def test_kill_from_the_observer_in_a_terminal_and_ctrl_c_the_runner(
         assert tree_pid(screen, "beta") == beta, "one_for_one: the sibling must keep its pid"
         tmux.keys("q")
 
-        runner.send_signal(signal.SIGINT)
-        assert runner.wait(timeout=BOUND) == 0, "".join(output)
+        assert interrupt(runner) == 0, "".join(output)
         # The runner reaps its workers before it exits (docs/api.md section 1): none may be left even briefly.
         alive = [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not alive, f"worker processes left after Ctrl-C: {alive}"
     finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait(timeout=BOUND)
+        reap(runner)
         for proc in workers:
             if proc.is_running():
                 proc.kill()
@@ -194,7 +154,7 @@ def test_kill_from_the_observer_in_a_terminal_and_ctrl_c_the_runner(
 def test_trace_of_the_selected_actor_in_a_terminal(tmux: Tmux, runtime_env: dict[str, str],
                                                    tmp_path: Path) -> None:
     name = f"tmux-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    runner, lines = start_runner(name, runtime_env)
+    runner, lines = start_runner("tests.apps.observer_app:children", name, env=runtime_env)
     output: list[str] = []
     try:
         wait_line(lines, "watch it live", output)
@@ -218,9 +178,6 @@ def test_trace_of_the_selected_actor_in_a_terminal(tmux: Tmux, runtime_env: dict
         tmux.keys("Escape")
         tmux.wait_for("the main view again", lambda s: "key       root/alpha" in s)
         tmux.keys("q")
-        runner.send_signal(signal.SIGINT)
-        assert runner.wait(timeout=BOUND) == 0, "".join(output)
+        assert interrupt(runner) == 0, "".join(output)
     finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait(timeout=BOUND)
+        reap(runner)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import site
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import interrupt, reap
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ["kernel", "supervisors", "registry", "tools", "examples", "docs", "pyproject.toml", "README.md",
@@ -128,12 +129,9 @@ def test_commands_run_from_a_project_with_its_own_tools(installed: Path, project
             once = _run(installed / "pyotp-observer", "--node", name, "--once", cwd=project)
             assert once.returncode == 0, once.stderr
             assert "echo" in once.stdout
-            runner.send_signal(signal.SIGINT)
-            assert runner.wait(timeout=30) == 0
+            assert interrupt(runner) == 0
         finally:
-            if runner.poll() is None:
-                runner.kill()
-                runner.wait()
+            reap(runner)
     shown = _run(installed / "pyotp-checkpoints", project / "app.db", cwd=project)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "root/echo" in shown.stdout

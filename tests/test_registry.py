@@ -11,7 +11,8 @@ import pytest
 import kernel
 import registry
 from kernel import AlreadyStarted, Down, Node, NoProc
-from tests.kernel_support import run_node
+from kernel.testing import Facts, wait_facts
+from tests.support.nodes import run_node
 
 
 class Box(kernel.Actor):
@@ -91,23 +92,12 @@ def test_names_freed_on_exit_and_on_worker_sigkill() -> None:
     run_node(body)
 
 
-class Listener(kernel.Actor):
+class Listener(Facts):
+    """A group member that records what is published to it (``wait_facts`` waits for it)."""
+
     async def init(self, topic):
-        self.state = []
-        self.waiter = None
+        await super().init()
         await registry.join(topic)
-
-    async def handle_info(self, message):
-        self.state.append(message)
-        if self.waiter:
-            self.reply(self.waiter, list(self.state))
-            self.waiter = None
-
-    async def handle_call(self, request, caller):
-        if self.state:
-            return list(self.state)
-        self.waiter = caller
-        return kernel.NoReply
 
 
 def test_groups_publish_and_members_leave_on_exit() -> None:
@@ -117,7 +107,7 @@ def test_groups_publish_and_members_leave_on_exit() -> None:
         assert set(await registry.members("room")) == {l1, l2}
         await registry.publish("room", "hello")
         for pid in (l1, l2):
-            assert await node.call(pid, "wait") == ["hello"]
+            assert await wait_facts(node, pid, 1) == ["hello"]
         ref = node.monitor(l2)
         await node.stop(l2)
         await node.receive(lambda m: isinstance(m, Down) and m.ref == ref, timeout=5)

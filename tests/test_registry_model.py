@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import kernel
 import registry
 from kernel import Actor, AlreadyStarted, Down, NoProc
-from tests.test_supervisors_support import NodeRunner, node_fixture
+from tests.support.supervisors import NodeRunner, node_fixture
 
 NAMES = ["a", "b", ("cart", 1), ("cart", 2)]
 

@@ -13,13 +13,9 @@ import pytest
 
 import kernel
 from kernel.control import ControlClient
-from tests.reliability.test_row18_runner_survives_worker_kills import (
-    BOUND,
-    ROOT,
-    runtime_dir,  # noqa: F401 (a fixture)
-    start_runner,
-    wait_line,
-)
+from tests.reliability.test_row18_runner_survives_worker_kills import runtime_dir  # noqa: F401 (a fixture)
+from tests.support import BOUND
+from tests.support.processes import ROOT, start_runner, wait_line
 
 
 @pytest.mark.parametrize("option", ["--worker-timeout", "--start-timeout"])

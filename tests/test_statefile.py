@@ -20,15 +20,14 @@ from typing import Any
 import pytest
 
 import kernel
-from kernel import Actor, Checkpoint, Node, StateFileInUse, UnsafeStateFile
-from kernel.node.control import ControlError
+from kernel import Actor, Checkpoint, Node, StateFileInUse, UnsafeStateFile, checkpoints
+from kernel.checkpoints import CheckpointStore, Write
+from kernel.control import ControlError
 from kernel.persistence import statefile
-from kernel.persistence import store as checkpoints
 from kernel.persistence.codec import encode
-from kernel.persistence.store import CheckpointStore, Write
+from tests.support import BOUND
 
 ROOT = Path(__file__).resolve().parents[1]
-BOUND = 30.0
 
 
 class Counter(Actor):

@@ -20,7 +20,7 @@ from supervisors import (
     terminate_child,
     which_children,
 )
-from tests.test_supervisors_support import (
+from tests.support.supervisors import (
     Journal,
     Member,
     NodeRunner,

@@ -10,7 +10,7 @@ from typing import Any
 from kernel import Actor, Checkpoint, Crash
 from kernel.terms import NODE
 from supervisors import ChildSpec, Supervisor, which_children
-from tests.test_supervisors_support import (
+from tests.support.supervisors import (
     Journal,
     Member,
     NodeRunner,

@@ -5,7 +5,7 @@
 --   CART_USERS=50 wrk -t2 -c64 -d10s --latency --timeout 30s -s examples/cart/adds.lua http://127.0.0.1:8080
 --
 -- The server echoes the key (response header Idempotency-Key), which is how an answer is matched to its
--- request. done() prints, for `python -m examples.cart.versus_sql` to check against the carts:
+-- request. done() prints, for `python -m examples.cart.versus` to check against the carts:
 --   ACKED <user> <n>          2xx answers per user
 --   PENDING <key> <user> <sku> sent, no 2xx answer (still in flight when wrk stopped, or refused)
 --   LASTACK <key> <user> <sku> the last add of each user with a 2xx answer (per wrk thread): sent again,

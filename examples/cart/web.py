@@ -1,6 +1,6 @@
-"""The cart API on aiohttp, by hand: the front ``examples.cart.versus_sql`` benchmarks (and its stateless
-SQLite side reuses :func:`echo_key`). The cart example itself is :mod:`examples.cart.app`, FastAPI under
-``python -m kernel run --asgi``; this module shows what that front does for you.
+"""The cart API on aiohttp, by hand. The cart example itself is :mod:`examples.cart.app`, FastAPI under
+``python -m kernel run --asgi`` (what ``examples.cart.versus`` measures); this module shows what that
+front does for you.
 
 Where it listens, and why: one aiohttp server on 127.0.0.1 in the node process, on the node's own
 event loop (:func:`start_server`). The carts live on the workers; a request handler finds the user's

@@ -54,8 +54,10 @@ from .codec import decode, key_from_text, key_to_text
 from .statefile import OWNER_LOCK, check_private
 
 __all__ = [
-    "Activate", "Activation", "CheckpointBackend", "CheckpointStore", "CommitterStats", "DeadLetter", "Entry",
-    "GroupCommitter", "Record", "Write", "dead_letters", "entries", "keys", "load", "record",
+    "COMMIT_BUCKETS", "SCHEMA_VERSION", "STATE_FILES", "WRITER_LOCK", "Activate", "Activation",
+    "CheckpointBackend", "CheckpointStore", "CommitterStats", "DeadLetter", "Entry", "GroupCommitter",
+    "LatencyHistogram", "Record", "Write", "WriterTurn", "dead_letters", "drop_dead_letter", "entries",
+    "keys", "load", "record", "remove_state_file",
 ]
 
 SCHEMA_VERSION = 2

@@ -9,22 +9,8 @@ the root, hosted in the node process too, never sees a child exit from a worker'
 
 from __future__ import annotations
 
-from typing import Any
-
-from kernel import Actor
 from supervisors import ChildSpec, Supervisor
-
-
-class Counter(Actor):
-    """Counts the calls it answers."""
-
-    async def init(self) -> None:
-        self.state = 0
-
-    async def handle_call(self, request: Any, caller: Any) -> Any:
-        self.state += 1
-        return self.state
-
+from tools.bench.actors import Counter  # counts the calls it answers
 
 children = [
     ChildSpec("pool", Supervisor, type="supervisor", kwargs={

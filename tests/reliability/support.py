@@ -1,5 +1,6 @@
 """Shared pieces of the reliability suite (issue 7): scale knobs, a bounded node runner, a collector
-actor to wait on, and the figure recorder that feeds RELIABILITY.md.
+actor to wait on, and the figure recorder that feeds RELIABILITY.md (``run_node`` and ``wait_down`` are
+re-exported from ``tests.support.nodes`` and ``kernel.testing``).
 
 Short form by default (``make test``); ``SOAK=1`` selects the long form (``make soak``). Every wait is
 on a fact (a reply, a ``Down``, a collector count, a file state) with a bound; no sleeps.
@@ -9,20 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-import kernel
-import kernel.testing
-from kernel import Actor, Down, Node, NoReply, Ref
-
-SOAK = os.environ.get("SOAK") == "1"
-
-#: Bound on one test body (seconds): inside the global 60 s pytest-timeout in the short form.
-BOUND = 600.0 if SOAK else 45.0
+from kernel import Actor, NoReply
+from kernel.testing import wait_down
+from tests.support import SOAK
+from tests.support.nodes import run_node
 
 
 def scale(short: int, soak: int) -> int:
@@ -35,12 +32,6 @@ def soak_timeout(seconds: int) -> pytest.MarkDecorator:
     return pytest.mark.timeout(seconds) if SOAK else pytest.mark.timeout(60)
 
 
-def run_node(body: Callable[[Node], Awaitable[Any]], workers: int = 2, bound: float = BOUND,
-             **kw: Any) -> Any:
-    """Start a node, run ``body(node)`` inside it bounded by ``bound`` seconds, shut it down."""
-    return kernel.testing.run_node(body, workers, bound, **kw)
-
-
 def record(row: int, test: str, **figures: Any) -> None:
     """Print a figure line; with ``RELIABILITY_FIGURES=path`` also append it there as JSON."""
     entry = {"row": row, "test": test, "form": "soak" if SOAK else "short", "time": time.time(), **figures}
@@ -51,9 +42,15 @@ def record(row: int, test: str, **figures: Any) -> None:
             f.write(json.dumps(entry, default=repr) + "\n")
 
 
-async def wait_down(node: Node, ref: Ref, bound: float = 15.0) -> Down:
-    msg: Down = await node.receive(match=lambda m: isinstance(m, Down) and m.ref == ref, timeout=bound)
-    return msg
+def integrity_and_rows(path: str) -> tuple[bool, list[Any]]:
+    """Whether SQLite's ``integrity_check`` passes on the checkpoint file, and its ``data`` rows."""
+    conn = sqlite3.connect(path)
+    try:
+        ok = conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = conn.execute("SELECT data FROM checkpoints").fetchall()
+    finally:
+        conn.close()
+    return ok, rows
 
 
 class Collector(Actor):
@@ -109,3 +106,7 @@ class Collector(Actor):
 
 class TrappingCollector(Collector):
     trap_exits = True
+
+
+__all__ = ["SOAK", "Collector", "TrappingCollector", "integrity_and_rows", "record", "run_node", "scale",
+           "soak_timeout", "wait_down"]

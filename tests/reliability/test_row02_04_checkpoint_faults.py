@@ -19,7 +19,6 @@ import asyncio
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -30,7 +29,7 @@ import kernel
 from kernel import Actor, ActorExited, Checkpoint, Crash, Node
 from kernel.persistence import store as checkpoints
 from supervisors import ChildSpec, Supervisor, which_children
-from tests.reliability.support import record, run_node, scale, soak_timeout, wait_down
+from tests.reliability.support import integrity_and_rows, record, run_node, scale, soak_timeout, wait_down
 
 KEYS = 20
 
@@ -74,12 +73,7 @@ def _trial(path: Path, rnd: random.Random, hook: str) -> dict[str, Any]:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
-    conn = sqlite3.connect(path)
-    try:
-        ok = conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        rows = conn.execute("SELECT data FROM checkpoints").fetchall()
-    finally:
-        conn.close()
+    ok, rows = integrity_and_rows(path)
     import pickle
 
     seqs = {pickle.loads(r[0])[0] for r in rows}

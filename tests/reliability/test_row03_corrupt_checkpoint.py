@@ -28,10 +28,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from kernel import Actor, ActorExited, Checkpoint, Crash, Node
-from kernel.persistence import store as checkpoints
+from kernel import Actor, ActorExited, Checkpoint, Crash, Node, checkpoints
 from kernel.persistence.codec import key_to_text
-from tests.reliability.support import record, run_node, scale, soak_timeout
+from tests.reliability.support import integrity_and_rows, record, run_node, scale, soak_timeout
 
 INITS = "r3-inits"  # a file next to the state file: one line per init() that ran
 
@@ -253,12 +252,7 @@ def _wal_trial(path: Path, rnd: random.Random) -> dict[str, Any]:
     expected = _commits_before(wal, cut)
     with open(wal_path, "r+b") as f:
         f.truncate(cut)
-    conn = sqlite3.connect(path)
-    try:
-        ok = conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        rows = conn.execute("SELECT data FROM checkpoints").fetchall()
-    finally:
-        conn.close()
+    ok, rows = integrity_and_rows(path)
     seqs = {pickle.loads(r[0])[0] for r in rows}
     stored = max(seqs) if seqs else 0
     # The kernel's own reader agrees.

@@ -16,29 +16,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kernel import Actor, MailboxFull, Node, NoReply
+from kernel import Actor, MailboxFull, Node
 from tests.reliability.support import SOAK, record, run_node, scale, soak_timeout
 from tests.reliability.test_row09_huge_messages import MB, _hwm
+from tests.support.actors import Latch
 
 BOUND_AT = 1000
-
-
-class Gate(Actor):
-    """``"wait"`` is answered once ``"open"`` was called (replies are never bounded by a mailbox)."""
-
-    async def init(self) -> None:
-        self.state = {"open": False, "waiting": []}
-
-    async def handle_call(self, request: Any, caller: Any) -> Any:
-        if request == "wait":
-            if self.state["open"]:
-                return True
-            self.state["waiting"].append(caller)
-            return NoReply
-        self.state["open"] = True
-        for who in self.state["waiting"]:
-            self.reply(who, True)
-        return len(self.state["waiting"])
 
 
 class Slow(Actor):
@@ -66,7 +49,7 @@ def _row(snap: dict[str, Any], pid: Any) -> dict[str, Any]:
 
 
 async def _flood(node: Node, cls: type[Slow], casts: int) -> dict[str, Any]:
-    gate = await node.spawn(Gate, worker=0)
+    gate = await node.spawn(Latch, worker=0)
     slow = await node.spawn(cls, gate, worker=1)
     hwm0 = _hwm(node.workers[1])
     t0 = time.monotonic()

@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from kernel import Actor, Crash, Down
 from tests.reliability.support import SOAK, record
-from tests.test_supervisors_support import NodeRunner, node_fixture
+from tests.support.supervisors import NodeRunner, node_fixture
 
 EXAMPLES = 1000 if SOAK else 15
 STEPS = 20 if SOAK else 10

@@ -28,14 +28,14 @@ import pytest
 
 from kernel import Actor, Node
 from kernel.transport import sockets as transport
-from tests.kernel_support import probe_as_nobody
 from tests.reliability.support import record, run_node, scale
+from tests.support import BOUND
+from tests.support.nodes import probe_as_nobody
 
 MAGIC = b"PYOTP1"
 NONCE = 32
 IDENT = struct.Struct("!ii")
 HEADER = struct.Struct("!I")
-BOUND = 10.0
 
 
 class _Touch:

@@ -11,16 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,10 +24,10 @@ import kernel
 from kernel.node.control import ControlClient
 from kernel.terms import NODE
 from tests.reliability.support import record
+from tests.support import BOUND
+from tests.support.processes import interrupt, reap, start_runner, wait_line
 
-ROOT = Path(__file__).resolve().parents[2]
 KILLS = 6
-BOUND = 20.0
 
 
 @pytest.fixture
@@ -44,40 +39,6 @@ def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield base
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-def start_runner(target: str, name: str,
-                 *extra: str) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
-    """``python -m kernel run TARGET --workers 2``; its output lines arrive on the queue (None at EOF)."""
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "kernel", "run", target, "--workers", "2", "--name", name, *extra],
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "300"},
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert runner.stdout is not None
-        with runner.stdout:
-            for line in runner.stdout:
-                lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return runner, lines
-
-
-def wait_line(lines: queue.Queue[str | None], needle: str, seen: list[str], bound: float = BOUND) -> None:
-    deadline = time.monotonic() + bound
-    while True:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            pytest.fail(f"the runner never printed {needle!r}; output so far:\n{''.join(seen)}")
-        if line is None:
-            pytest.fail(f"the runner exited before printing {needle!r}; output:\n{''.join(seen)}")
-        seen.append(line)
-        if needle in line:
-            return
 
 
 def tree(snap: dict[str, Any]) -> dict[str, tuple[str, int]]:
@@ -139,12 +100,9 @@ def test_runner_survives_sigkill_of_each_worker_in_turn(runtime_dir: str) -> Non
                 client.close()
 
         kernel.run(main())
-        runner.send_signal(signal.SIGINT)
-        assert runner.wait(BOUND) == 0, "".join(seen)
+        assert interrupt(runner) == 0, "".join(seen)
     finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait()
+        reap(runner)
     assert "root supervisor exited" not in "".join(seen)
     record(18, "test_runner_survives_sigkill_of_each_worker_in_turn", kills=KILLS,
            recovery_max_s=round(max(recoveries), 3),

@@ -52,7 +52,7 @@ def test_stopped_worker_is_killed_and_replaced_links_monitors_and_calls_fire() -
                 old = node.workers[1]
                 stopped = time.monotonic()
                 os.kill(old, signal.SIGSTOP)
-                down = await wait_down(node, ref, bound=TIMEOUT + 10)
+                down = await wait_down(node, ref, timeout=TIMEOUT + 10)
                 figures["stop_to_down_s"] = time.monotonic() - stopped
                 assert down.reason == "worker_down"
                 with pytest.raises(ActorExited) as failed:

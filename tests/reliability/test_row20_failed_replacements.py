@@ -25,11 +25,8 @@ import kernel
 from kernel import Actor, Node, WorkerStartFailed
 from kernel.node.worker import STALL_ENV
 from tests.reliability.support import record, wait_down
-from tests.reliability.test_row18_runner_survives_worker_kills import (  # noqa: F401 - a fixture
-    runtime_dir,
-    start_runner,
-    wait_line,
-)
+from tests.reliability.test_row18_runner_survives_worker_kills import runtime_dir  # noqa: F401 - a fixture
+from tests.support.processes import reap, start_runner, wait_line
 
 #: Long enough that a worker's first start on a loaded 2-CPU machine (several test suites at once) is
 #: not taken for a stuck one; a stuck attempt (SIGSTOPped before ready) costs this much.
@@ -113,8 +110,6 @@ def test_runner_exits_non_zero_with_one_line_when_a_worker_cannot_be_replaced(
         wait_line(lines, "the node failed", seen)
         assert runner.wait(20) == 1
     finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait()
+        reap(runner)
     line = next(line for line in seen if "the node failed" in line)
     assert "could not be started (5 attempt(s)" in line and "exited with code 3" in line, line

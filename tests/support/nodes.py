@@ -1,19 +1,23 @@
-"""Helpers for kernel tests: run a coroutine against a fresh node, bounded."""
+"""Node helpers for the suite: ``kernel.testing.run_node`` with the suite's body bound, a peer-uid probe."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import kernel.testing
 from kernel import Node
-from kernel.testing import run_node as _run_node
-
-BOUND = 20.0
+from tests.support import BODY_BOUND, BOUND
 
 
-def run_node(body: Callable[[Node], Awaitable[Any]], workers: int = 2, **kw: Any) -> Any:
-    """Start a node, run ``body(node)`` inside it with a bound, shut it down; returns body's result."""
-    return _run_node(body, workers, BOUND, **kw)
+def run_node(body: Callable[[Node], Awaitable[Any]], workers: int = 2, bound: float = BODY_BOUND,
+             **kw: Any) -> Any:
+    """Start a node, run ``body(node)`` inside it bounded by ``bound`` seconds, shut it down.
+
+    The plugin's ``run_node`` with the suite's bound (inside pytest-timeout's), so a hung body fails
+    with its own traceback rather than the timeout's.
+    """
+    return kernel.testing.run_node(body, workers, bound, **kw)
 
 
 def probe_as_nobody(path: str, timeout: float = BOUND) -> bytes:

@@ -1,6 +1,6 @@
 """Shared pieces of the supervisor integration tests: a node fixture, a journal, test children.
 
-Not a test module itself (it has no tests); the integration modules import from it. Every wait is on
+The integration modules import from it (``wait_down`` is ``kernel.testing``'s). Every wait is on
 a fact with a bound: a ``Down`` through ``node.monitor`` + ``node.receive``, a journal entry (the
 journal answers a ``wait`` call only once the entry exists), or a call's reply.
 """
@@ -16,22 +16,21 @@ import pytest
 
 import kernel
 import kernel.testing
-from kernel import Actor, Down, Node, NoReply, Ref
-
-#: Bound on any single wait in these tests (seconds); the pytest-timeout is the outer bound.
-BOUND = 15.0
+from kernel import Actor, NoReply
+from kernel.testing import wait_down
+from tests.support import BODY_BOUND, BOUND
 
 
 class NodeRunner(kernel.testing.NodeRunner):
     """Runs one ``Node`` in a driver task for a whole test module and runs test bodies inside it.
 
     The bodies run inside the ``async with Node()`` block (so ``kernel.call`` and the
-    ``supervisors`` coroutines act for the node) and each is bounded by ``2 * BOUND``. Closing also
+    ``supervisors`` coroutines act for the node) and each is bounded by ``BODY_BOUND``. Closing also
     checks that no worker process it ever had outlives it.
     """
 
     def __init__(self, workers: int = 2) -> None:
-        super().__init__(BOUND * 2, workers=workers)
+        super().__init__(BODY_BOUND, workers=workers)
         self.os_pids = list(self.node.workers)
 
     def close(self) -> None:
@@ -64,12 +63,6 @@ def node_fixture(workers: int = 2) -> Callable[[], Iterator[NodeRunner]]:
             r.close()
 
     return runner
-
-
-async def wait_down(node: Node, ref: Ref, bound: float = BOUND) -> Down:
-    """The ``Down`` for ``ref`` (a monitor taken with ``node.monitor``), within ``bound`` seconds."""
-    msg: Down = await node.receive(match=lambda m: isinstance(m, Down) and m.ref == ref, timeout=bound)
-    return msg
 
 
 class Journal(Actor):
@@ -160,3 +153,6 @@ async def journal_wait(journal: Any, kind: str, tag: Any, n: int) -> list[Any]:
 def starts(entries: list[Any], tag: str) -> list[Any]:
     """Pids that child ``tag`` started as, in order."""
     return [e[2] for e in entries if e[0] == "start" and e[1] == tag]
+
+
+__all__ = ["Journal", "Member", "NodeRunner", "journal_wait", "node_fixture", "starts", "wait_down"]
