@@ -11,20 +11,19 @@ SYNC = frozenset({wire.CALL, wire.CAST})  # a class whose handle_call and handle
 
 
 def test_a_call_to_a_ready_idle_actor_is_handed_off_whether_or_not_it_came_alone() -> None:
-    assert may_hand_off(wire.CALL, SYNC, True, True, False, False)
-    assert may_hand_off(wire.CALL, SYNC, True, True, True, False)
+    assert may_hand_off(wire.CALL, SYNC, True, False, False)
+    assert may_hand_off(wire.CALL, SYNC, True, True, False)
 
 
 def test_a_cast_is_handed_off_only_when_it_arrived_alone() -> None:
-    assert may_hand_off(wire.CAST, SYNC, True, True, True, False)
-    assert not may_hand_off(wire.CAST, SYNC, True, True, False, False)
+    assert may_hand_off(wire.CAST, SYNC, True, True, False)
+    assert not may_hand_off(wire.CAST, SYNC, True, False, False)
 
 
 def test_each_condition_alone_refuses_the_hand_off() -> None:
-    for kind, ready, inline, durable in itertools.product((wire.CALL, wire.SEND), (True, False),
-                                                         (True, False), (True, False)):
-        expected = kind == wire.CALL and ready and inline and not durable  # SEND's handler may suspend
-        assert may_hand_off(kind, SYNC, ready, inline, True, durable) is expected, (kind, ready, inline)
+    for kind, ready, durable in itertools.product((wire.CALL, wire.SEND), (True, False), (True, False)):
+        expected = kind == wire.CALL and ready and not durable  # SEND's handler may suspend
+        assert may_hand_off(kind, SYNC, ready, True, durable) is expected, (kind, ready, durable)
 
 
 def test_each_operation_has_one_table_entry_and_a_notice_is_not_an_rpc() -> None:
