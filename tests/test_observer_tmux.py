@@ -181,3 +181,27 @@ def test_trace_of_the_selected_actor_in_a_terminal(tmux: Tmux, runtime_env: dict
         assert interrupt(runner) == 0, "".join(output)
     finally:
         reap(runner)
+
+
+def test_filter_typed_in_one_burst_with_the_slash(tmux: Tmux, runtime_env: dict[str, str]) -> None:
+    """`/` and the text after it in one write to the terminal (as a paste or tmux send-keys does): every
+    key after `/` reaches the filter box, `/` inside the text included (a supervisor path)."""
+    name = f"tmux-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    runner, lines = start_runner("tests.apps.observer_app:children", name, env=runtime_env)
+    output: list[str] = []
+    try:
+        wait_line(lines, "watch it live", output)
+        tmux.start(
+            f"cd {ROOT} && exec env XDG_RUNTIME_DIR={runtime_env['XDG_RUNTIME_DIR']} "
+            f"{sys.executable} -m tools.observer --node {name} --interval 0.5"
+        )
+        tmux.wait_for("the supervision tree", lambda s: tree_pid(s, "alpha") and tree_pid(s, "beta"))
+        tmux.keys("/root/alp")
+        screen = tmux.wait_for("the filter applied", lambda s: "filter 'root/alp'" in s)
+        assert tree_pid(screen, "alpha") and not tree_pid(screen, "beta"), screen
+        tmux.keys("Escape")
+        tmux.wait_for("the filter cleared", lambda s: tree_pid(s, "beta") is not None)
+        tmux.keys("q")
+        assert interrupt(runner) == 0, "".join(output)
+    finally:
+        reap(runner)

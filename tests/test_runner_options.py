@@ -13,9 +13,9 @@ import pytest
 
 import kernel
 from kernel.control import ControlClient
-from tests.reliability.test_row18_runner_survives_worker_kills import runtime_dir  # noqa: F401 (a fixture)
+from tests.reliability.test_row18_runner_survives_worker_kills import runtime_dir  # noqa: F401 (fixture)
 from tests.support import BOUND
-from tests.support.processes import ROOT, start_runner, wait_line
+from tests.support.processes import ROOT, interrupt, reap, start_runner, wait_line
 
 
 @pytest.mark.parametrize("option", ["--worker-timeout", "--start-timeout"])
@@ -56,9 +56,6 @@ def test_worker_timeout_reaches_the_node_a_stopped_worker_is_replaced() -> None:
                 client.close()
 
         kernel.run(main())
-        runner.send_signal(signal.SIGINT)
-        assert runner.wait(BOUND) == 0, "".join(seen)
+        assert interrupt(runner) == 0, "".join(seen)
     finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait()
+        reap(runner)

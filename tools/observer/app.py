@@ -356,7 +356,9 @@ class ObserverApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "quit"),
         Binding("question_mark", "help", "help"),
-        Binding("slash", "filter", "filter"),
+        # A priority binding: the app takes `/` before the focused widget is handed the keys typed after it
+        # in the same burst (a paste, tmux send-keys), so those reach the filter box, not the main view.
+        Binding("slash", "filter", "filter", priority=True),
         Binding("escape", "clear_filter", "clear filter", show=False),
         Binding("s", "stop", "stop"),
         Binding("k", "kill", "kill"),
@@ -703,10 +705,18 @@ class ObserverApp(App[None]):
     def action_dead_letters(self) -> None:
         self.push_screen(DeadLettersScreen(self.source))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`/` opens the filter only on the main view, and is typed as text once the filter has focus."""
+        if action == "filter":
+            return len(self.screen_stack) == 1 and not isinstance(self.focused, Input)
+        return True
+
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.display = True
-        box.focus()
+        # At once, not through focus()'s call_later: keys typed in the same burst as `/` (a paste, a
+        # fast typist, tmux send-keys) are already queued and would reach the main view's bindings.
+        self.screen.set_focus(box)
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
