@@ -96,6 +96,14 @@ def runtime_env() -> Iterator[dict[str, str]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def start_observer(tmux: Tmux, runtime_env: dict[str, str], name: str) -> None:
+    """The observer of node ``name`` in the tmux session, refreshing every 0.5 s."""
+    tmux.start(
+        f"cd {ROOT} && exec env XDG_RUNTIME_DIR={runtime_env['XDG_RUNTIME_DIR']} "
+        f"{sys.executable} -m tools.observer --node {name} --interval 0.5"
+    )
+
+
 def tree_pid(screen: str, child_id: str) -> str | None:
     """The pid on the tree line of the supervised child ``child_id`` (``<0.2> [alpha] Counter …``)."""
     found = re.search(rf"(<\d+\.\d+(?:\.\d+)?>) \[{child_id}\] Counter", screen)
@@ -114,10 +122,7 @@ def test_kill_from_the_observer_in_a_terminal_and_ctrl_c_the_runner(
         workers = psutil.Process(runner.pid).children()
         assert len(workers) == 2, f"expected 2 worker processes, got {workers}"
 
-        tmux.start(
-            f"cd {ROOT} && exec env XDG_RUNTIME_DIR={runtime_env['XDG_RUNTIME_DIR']} "
-            f"{sys.executable} -m tools.observer --node {name} --interval 0.5"
-        )
+        start_observer(tmux, runtime_env, name)
         screen = tmux.wait_for(
             "the supervision tree", lambda s: tree_pid(s, "alpha") and tree_pid(s, "beta") and "root" in s
         )
@@ -158,10 +163,7 @@ def test_trace_of_the_selected_actor_in_a_terminal(tmux: Tmux, runtime_env: dict
     output: list[str] = []
     try:
         wait_line(lines, "watch it live", output)
-        tmux.start(
-            f"cd {ROOT} && exec env XDG_RUNTIME_DIR={runtime_env['XDG_RUNTIME_DIR']} "
-            f"{sys.executable} -m tools.observer --node {name} --interval 0.5"
-        )
+        start_observer(tmux, runtime_env, name)
         screen = tmux.wait_for("the supervision tree", lambda s: tree_pid(s, "alpha") and "root" in s)
         alpha = tree_pid(screen, "alpha")
         tmux.keys("Down", "Down")
@@ -191,10 +193,7 @@ def test_filter_typed_in_one_burst_with_the_slash(tmux: Tmux, runtime_env: dict[
     output: list[str] = []
     try:
         wait_line(lines, "watch it live", output)
-        tmux.start(
-            f"cd {ROOT} && exec env XDG_RUNTIME_DIR={runtime_env['XDG_RUNTIME_DIR']} "
-            f"{sys.executable} -m tools.observer --node {name} --interval 0.5"
-        )
+        start_observer(tmux, runtime_env, name)
         tmux.wait_for("the supervision tree", lambda s: tree_pid(s, "alpha") and tree_pid(s, "beta"))
         tmux.keys("/root/alp")
         screen = tmux.wait_for("the filter applied", lambda s: "filter 'root/alp'" in s)

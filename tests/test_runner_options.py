@@ -3,7 +3,6 @@ bad values before a node boots."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -13,8 +12,10 @@ import pytest
 
 import kernel
 from kernel.control import ControlClient
-from tests.reliability.test_row18_runner_survives_worker_kills import runtime_dir  # noqa: F401 (fixture)
-from tests.support import BOUND
+from tests.reliability.test_row18_runner_survives_worker_kills import (  # noqa: F401 (runtime_dir: a fixture)
+    runtime_dir,
+    settled,
+)
 from tests.support.processes import ROOT, interrupt, reap, start_runner, wait_line
 
 
@@ -45,13 +46,7 @@ def test_worker_timeout_reaches_the_node_a_stopped_worker_is_replaced() -> None:
                 snap = await client.request({"op": "snapshot"})
                 stopped = {w["index"]: w["os_pid"] for w in snap["workers"]}[0]
                 os.kill(stopped, signal.SIGSTOP)
-                async with asyncio.timeout(BOUND):
-                    while True:  # a separate process: its snapshot is the only view of it
-                        snap = await client.request({"op": "snapshot"})
-                        worker = {w["index"]: w for w in snap["workers"]}[0]
-                        if worker.get("alive") and worker.get("os_pid") not in (None, stopped):
-                            break
-                        await asyncio.sleep(0.05)
+                await settled(client, 0, stopped)  # a new worker 0, every child running again
             finally:
                 client.close()
 
