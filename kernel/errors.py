@@ -295,14 +295,19 @@ class PostgresUnavailable(KernelError):
 
 
 class ClusterSchemaMismatch(KernelError):
-    """The cluster's database was set up by a newer kernel (``found`` > ``supported``): upgrade this node."""
+    """The cluster's database was set up by another kernel version: upgrade this node (``found`` >
+    ``supported``), or give an older test database's ``pyotp_*`` tables up (``found`` < ``supported``:
+    version 1 predates node ids and the cluster secret, and has no migration)."""
 
     def __init__(self, found: int, supported: int) -> None:
         self.found = found
         self.supported = supported
-        super().__init__(
-            f"the cluster database has schema version {found}, this kernel knows up to {supported}; "
-            "upgrade this node's pyotp-kernel before it joins")
+        if found > supported:
+            advice = f"this kernel knows up to {supported}; upgrade this node's pyotp-kernel before it joins"
+        else:
+            advice = (f"this kernel needs {supported} and has no migration from it; drop the pyotp_* tables "
+                      "(or use a new database) and start the nodes again")
+        super().__init__(f"the cluster database has schema version {found}; {advice}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.found, self.supported))

@@ -28,6 +28,7 @@ from kernel.cluster import (
     PgGroupCommitter,
     Write,
     install,
+    secret,
 )
 from kernel.cluster.schema import SCHEMA_VERSION, TABLES
 from kernel.errors import CheckpointWriteFailed, ClusterSchemaMismatch, Fenced, LeaseExpired
@@ -96,12 +97,50 @@ def test_install_is_idempotent_concurrent_and_refuses_a_newer_schema(db: str) ->
             found = {r[0] for r in await conns[0].fetch(
                 "SELECT tablename FROM pg_tables WHERE tablename LIKE 'pyotp_%'")}
             assert found == set(TABLES)
-            await conns[0].execute("INSERT INTO pyotp_schema(version) VALUES ($1)", SCHEMA_VERSION + 1)
+            await conns[0].execute("INSERT INTO pyotp_schema(version, secret) VALUES ($1, $2)",
+                                   SCHEMA_VERSION + 1, b"x" * 32)
             with pytest.raises(ClusterSchemaMismatch, match="upgrade this node"):
                 await install(conns[1])
         finally:
             for c in conns:
                 await c.close()
+
+    run(body())
+
+
+def test_the_secret_is_made_once_and_an_older_schema_is_refused(db: str) -> None:
+    async def body() -> None:
+        conn = await asyncpg.connect(db)
+        try:
+            first = await secret(conn)
+            assert isinstance(first, bytes) and len(first) == 32
+            await install(conn)
+            assert await secret(conn) == first  # every node of the cluster reads the same key
+            await conn.execute("DELETE FROM pyotp_schema")
+            await conn.execute("INSERT INTO pyotp_schema(version, secret) VALUES (1, $1)", b"y" * 32)
+            with pytest.raises(ClusterSchemaMismatch, match="no migration"):
+                await install(conn)
+        finally:
+            await conn.close()
+
+    run(body())
+
+
+def test_a_node_keeps_its_id_across_rejoins_and_ids_are_never_reused(db: str) -> None:
+    async def body() -> None:
+        conn = await asyncpg.connect(db)
+        try:
+            a = Membership(conn, "a", "127.0.0.1:7001", lease=30.0, workers=2)
+            b = Membership(conn, "b", "127.0.0.1:7002", lease=30.0)
+            ma, mb = await a.join(), await b.join()
+            assert ma.id != mb.id and ma.workers == 2 and mb.workers == 0
+            again = await a.join()
+            assert again.id == ma.id and again.incarnation > ma.incarnation
+            restarted = Membership(conn, "a", "127.0.0.1:7001", lease=30.0)  # a new node process named "a"
+            assert (await restarted.join()).id not in (ma.id, mb.id)
+            assert {m.node: m.id for m in await a.live()} == {"a": restarted.id, "b": mb.id}
+        finally:
+            await conn.close()
 
     run(body())
 

@@ -14,8 +14,8 @@ TCP peers, ``"node_down"``) is built on it later. It depends on asyncpg and ``ke
 
 from .directory import Directory, Holder
 from .membership import LeaseKeeper, Member, Membership
-from .schema import SCHEMA_VERSION, install
+from .schema import SCHEMA_VERSION, install, secret
 from .store import Checkpoint, PgCheckpointStore, PgGroupCommitter, Write
 
 __all__ = ["SCHEMA_VERSION", "Checkpoint", "Directory", "Holder", "LeaseKeeper", "Member", "Membership",
-           "PgCheckpointStore", "PgGroupCommitter", "Write", "install"]
+           "PgCheckpointStore", "PgGroupCommitter", "Write", "install", "secret"]

@@ -44,7 +44,7 @@ WITH me AS (
 SELECT (SELECT fence FROM taken) AS fence, EXISTS (SELECT 1 FROM me) AS member
 """
 _LOOKUP = """
-SELECT n.name, n.node, m.address, n.incarnation, n.fence
+SELECT n.name, n.node, m.address, n.incarnation, n.fence, m.id
 FROM pyotp_names n JOIN pyotp_members m ON m.node = n.node AND m.incarnation = n.incarnation
 WHERE n.name = $1 AND m.lease_expires > now()
 """
@@ -59,7 +59,8 @@ _ATTEMPTS = 20
 
 
 class Holder(NamedTuple):
-    """A name's live holder: node, address and incarnation, the claim's fence, and whether it is us."""
+    """A name's live holder: node, address and incarnation, the claim's fence, whether it is us, and the
+    holder's node id (the node part of its pids)."""
 
     name: str
     node: str
@@ -67,6 +68,7 @@ class Holder(NamedTuple):
     incarnation: datetime
     fence: int
     mine: bool
+    id: int = 0
 
 
 class Directory:
@@ -102,7 +104,7 @@ class Directory:
             if not row["member"]:
                 raise LeaseExpired(m.node, f"found when claiming {name!r}")
             if row["fence"] is not None:
-                return Holder(name, m.node, m.address, m.incarnation, row["fence"], True)
+                return Holder(name, m.node, m.address, m.incarnation, row["fence"], True, m.id or 0)
             holder = await self.lookup(name)
             if holder is not None:
                 return holder
@@ -116,7 +118,8 @@ class Directory:
             return None
         m = self.membership
         mine = (row["node"], row["incarnation"]) == (m.node, m.incarnation)
-        return Holder(row["name"], row["node"], row["address"], row["incarnation"], row["fence"], mine)
+        return Holder(row["name"], row["node"], row["address"], row["incarnation"], row["fence"], mine,
+                      row["id"])
 
     async def release(self, name: str, fence: int) -> bool:
         """Free ``name`` if ``fence`` is still its claim; False when it was already taken over or freed."""

@@ -33,12 +33,12 @@ from ..errors import LeaseExpired
 __all__ = ["LeaseKeeper", "Member", "Membership"]
 
 _JOIN = """
-INSERT INTO pyotp_members AS m (node, address, incarnation, lease_expires)
-VALUES ($1, $2, clock_timestamp(), now() + make_interval(secs => $3))
-ON CONFLICT (node) DO UPDATE SET address = excluded.address,
+INSERT INTO pyotp_members AS m (node, id, address, workers, incarnation, lease_expires)
+VALUES ($1, $4, $2, $5, clock_timestamp(), now() + make_interval(secs => $3))
+ON CONFLICT (node) DO UPDATE SET id = excluded.id, address = excluded.address, workers = excluded.workers,
     incarnation = greatest(excluded.incarnation, m.incarnation + interval '1 microsecond'),
     lease_expires = excluded.lease_expires
-RETURNING node, address, incarnation, lease_expires
+RETURNING node, address, incarnation, lease_expires, id, workers
 """
 # Only a lease that has not run out is extended: once the database's clock passed it, others may have
 # taken this node's names, so the node is dead until it joins again.
@@ -52,7 +52,8 @@ WITH gone AS (DELETE FROM pyotp_members WHERE node = $1 AND incarnation = $2 RET
 UPDATE pyotp_names SET node = NULL, incarnation = NULL WHERE node = $1 AND incarnation = $2
 """
 _LIVE = """
-SELECT node, address, incarnation, lease_expires FROM pyotp_members WHERE lease_expires > now() ORDER BY node
+SELECT node, address, incarnation, lease_expires, id, workers FROM pyotp_members WHERE lease_expires > now()
+ORDER BY node
 """
 
 #: What a renew may fail with when the database is unreachable or the connection broke.
@@ -61,12 +62,15 @@ DB_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, asyncpg.Pos
 
 
 class Member(NamedTuple):
-    """One node's row: its name, address, incarnation (when it joined) and lease expiry (database clock)."""
+    """One node's row: its name, address, incarnation (when it joined) and lease expiry (database clock),
+    its id (the node part of its pids) and how many workers it runs."""
 
     node: str
     address: str
     incarnation: datetime
     lease_expires: datetime
+    id: int = 0
+    workers: int = 0
 
 
 class Membership:
@@ -77,7 +81,7 @@ class Membership:
     """
 
     def __init__(self, db: Any, node: str, address: str, lease: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, workers: int = 0) -> None:
         if not isinstance(node, str) or not node:
             raise ValueError(f"node must be a non-empty string, not {node!r}")
         if not isinstance(address, str) or not address:
@@ -89,14 +93,21 @@ class Membership:
         self.address = address
         self.lease = float(lease)
         self.clock = clock
+        self.workers = workers
+        #: This node's id, drawn from ``pyotp_node_ids`` at the first join and kept by every rejoin of
+        #: this object (one node process): pids carry it, so they stay valid across a rejoin, as
+        #: Erlang's stay valid across a reconnection, and never match a restarted node's.
+        self.id: int | None = None
         self.incarnation: datetime | None = None
         #: This host's monotonic clock when the last successful join or renew was sent (None: not joined).
         self.renewed_at: float | None = None
 
     async def join(self) -> Member:
         """Take (or replace) this node's row with a new incarnation and a fresh lease."""
+        if self.id is None:
+            self.id = int(await self.db.fetchval("SELECT nextval('pyotp_node_ids')"))
         started = self.clock()
-        row = await self.db.fetchrow(_JOIN, self.node, self.address, self.lease)
+        row = await self.db.fetchrow(_JOIN, self.node, self.address, self.lease, self.id, self.workers)
         self.incarnation = row["incarnation"]
         self.renewed_at = started
         return Member(*row)
