@@ -194,7 +194,7 @@ class Runtime:
                     self.peer(NODE).send(data)
                 return
         assert pid is not None
-        worker, serial, inc = pid
+        worker, serial, inc, _node = pid
         if worker == self.index:
             if inc == self.inc:
                 proc = self.procs.get(serial)
