@@ -344,9 +344,10 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
 
 
-def _make_ca(d: Path, name: str) -> None:
+def _make_ca(d: Path, name: str, usage: bool = True) -> None:
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=d)
+             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
+             *(("-addext", "keyUsage=critical,keyCertSign,cRLSign") if usage else ()), cwd=d)
 
 
 def _make_node(d: Path, ca: str, name: str) -> TLS:
@@ -368,8 +369,11 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TLS]:
     _make_ca(d, "other-ca")
     a, b = _make_node(d, "ca", "node-a"), _make_node(d, "ca", "node-b")
     stranger = _make_node(d, "other-ca", "stranger")
+    _make_ca(d, "lax-ca", usage=False)  # what OpenSSL's strict checks (Python 3.13's default) refuse
+    lax_a, lax_b = _make_node(d, "lax-ca", "lax-a"), _make_node(d, "lax-ca", "lax-b")
     # The stranger trusts our CA, so only its own certificate can be what gets it refused.
-    return {"a": a, "b": b, "stranger": TLS(stranger.certfile, stranger.keyfile, a.cafile)}
+    return {"a": a, "b": b, "stranger": TLS(stranger.certfile, stranger.keyfile, a.cafile),
+            "lax-a": lax_a, "lax-b": lax_b}
 
 
 def test_tls_config_pickles_for_the_workers(certs: dict[str, TLS]) -> None:
@@ -448,3 +452,20 @@ def test_tls_listener_refuses_plain_tcp(certs: dict[str, TLS], tmp_path: Path) -
 
     _run(main)
     assert not marker.exists()
+
+
+def test_tls_checks_certificates_strictly_on_every_python(certs: dict[str, TLS]) -> None:
+    """A CA without keyUsage passes Python 3.11's default checks but not 3.13's: refused on all."""
+
+    async def main() -> None:
+        port = _free_port()
+        listener = Listener(TcpAddress(HOST, port, certs["lax-a"]), SECRET, _Collect(), lambda *a: None)
+        await listener.start()
+        peer = Peer(TcpAddress(HOST, port, certs["lax-b"]), SECRET, (1, 0))
+        try:
+            assert not await peer.connected()
+        finally:
+            peer.close()
+            listener.close()
+
+    _run(main)
