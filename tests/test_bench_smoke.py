@@ -61,3 +61,15 @@ def test_quick_stop_to_down_row_measures_the_heartbeat_beside_a_kill(tmp_path):
     assert row["error"] is None and row["unit"] == "s"
     # A stopped worker is found by the heartbeat (worker_timeout=1.0), a killed one by its exit.
     assert row["median"] >= 1.0 > row["base_value"]
+
+
+@pytest.mark.timeout(60)
+def test_quick_tcp_transport_rows_yield_figures_beside_their_tcp_floors(tmp_path):
+    out = tmp_path / "bench.json"
+    main(["--quick", "--only", "tcp_peer_call", "--only", "tcp_peer_cast", "--reps", "1", "--json", str(out)])
+    summary = json.loads(out.read_text())
+    for name, floor in (("tcp_peer_call", "tcp_roundtrip"), ("tcp_peer_cast", "tcp_stream")):
+        row = summary["scenarios"][name]
+        assert row["error"] is None
+        assert row["median"] > 0 and summary["floors"][floor]["median"] > 0
+        assert row["ratio"] > 0

@@ -1,10 +1,10 @@
 """``Address``: where a process of the node listens, the one thing the transport needs to know of it.
 
 The sockets (kernel/transport/sockets.py) authenticate, frame and batch bytes the same way over any
-stream; only listening and connecting depend on the kind of address. Today there is one kind,
-:class:`UnixAddress`: a Linux abstract name (``\\0pyotp-<random>/w0.sock``, what a node uses) or a path
-in a private directory. A ``host:port`` address for the cluster (issue 17) is one more class with the
-same two methods (``loop.create_server``/``create_connection``); the peer-uid check then finds no
+stream; only listening and connecting depend on the kind of address. There are two kinds:
+:class:`UnixAddress` here, a Linux abstract name (``\\0pyotp-<random>/w0.sock``, what a node uses) or a
+path in a private directory; and ``TcpAddress`` (kernel/transport/tcp.py), a ``host:port`` between the
+nodes of a cluster (issue 17), TLS when given certificates. Over TCP the peer-uid check finds no
 ``SO_PEERCRED`` answer and the HMAC handshake decides alone, as kernel/transport/auth.py documents.
 """
 

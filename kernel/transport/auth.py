@@ -7,8 +7,9 @@ control socket (kernel/node/control.py, JSON) use them:
   a symlink is refused, never followed), owned by us, mode 0700.
 * :func:`peer_credentials`: who is at the other end of a Unix socket, as the OS kernel recorded it at
   ``connect()`` (``SO_PEERCRED``). Where the platform cannot tell (no ``SO_PEERCRED``, not a Unix
-  socket, or the socket is gone), it returns None and the caller relies on the handshake alone: the
-  secret it proves is readable by our uid only, so a missing uid check never opens the door by itself.
+  socket, e.g. the TCP connections between the nodes of a cluster, or the socket is gone), it returns
+  None and the caller relies on the handshake alone: the secret it proves is readable by our uid only
+  (on other hosts, by whoever was given it), so a missing uid check never opens the door by itself.
 * :func:`mac` and :func:`verify`: one HMAC-SHA256 challenge-response, mutual: each side proves it knows
   the secret by answering the other side's fresh nonce. The two sides' answers cover different prefixes
   (``client:`` and ``server:``), so an answer can never be reflected back as the other side's.

@@ -1,12 +1,21 @@
-"""Unix-domain sockets between the processes of one node: authenticated, batched, ordered.
+"""The connections between processes: authenticated, batched, ordered, over any ``Address``.
+
+Unix-domain sockets join the processes of one node; TCP (kernel/transport/tcp.py, TLS when the node has
+a certificate) joins the workers of different nodes of a cluster. Everything below is the same on both.
 
 Security: our frames carry pickles, and unpickling is code execution. So the accepting side checks the
-peer's uid (SO_PEERCRED), and both sides prove knowledge of the node's secret (HMAC-SHA256
-challenge-response in both directions, as multiprocessing's authkey does; kernel/transport/auth.py,
-shared with the control socket) before a single byte is unpickled. A node's own sockets are Linux
+peer's uid where the OS can tell (SO_PEERCRED, Unix sockets only; TCP has no such answer), and both
+sides prove knowledge of the node's secret (HMAC-SHA256 challenge-response in both directions, as
+multiprocessing's authkey does; kernel/transport/auth.py, shared with the control socket) before a
+single byte is unpickled; on TCP that handshake decides alone. A node's own sockets are Linux
 abstract names (``\0pyotp-<random>/w0.sock``): no file, so nothing is left behind when a process is
 SIGKILLed, and no file permission to get wrong; a socket given as a file path instead lives in a
 private 0700 directory and is itself 0600.
+
+Identity: the connecting side sends its ``(index, incarnation, node)`` inside the handshake. ``node`` is
+0 on a single host; in a cluster each node incarnation has its own id >= 1. A :class:`Listener` hands
+frames from its own node's processes to ``dispatch`` and those from another node to what its ``remote``
+callback returns for that peer, chosen once per connection, so the per-message path is unchanged.
 
 Throughput: a connection is one-way. Each process keeps one outbound :class:`Peer` per destination
 process and writes everything for it into one buffer that is flushed once per event-loop tick (or
@@ -35,14 +44,17 @@ from .address import Address, as_address, check_private_dir
 from .serialize import loads
 from .wire import HEADER, MAX_MESSAGE, OVERLOAD_FACTOR, SEND_BUFFER
 
-__all__ = ["Listener", "Peer", "check_private_dir"]
+__all__ = ["Listener", "Peer", "Remote", "check_private_dir"]
 
 log = logging.getLogger("kernel.transport")
+
+#: ``remote(node, index, inc)``: the dispatch for the envelopes of one connection from another node.
+Remote = Callable[[int, int, int], Callable[[Any], None]]
 
 _MAGIC = b"PYOTP1"
 _NONCE = auth.NONCE_BYTES
 _DIGEST = 32  # an HMAC-SHA256 answer
-_IDENT = struct.Struct("!ii")
+_IDENT = struct.Struct("!iiq")  # index, incarnation, node id (0: single host)
 _pack = HEADER.pack
 _dumps = pickle.dumps
 #: A tick's buffer for one peer is written out at once past this many bytes, or plain envelopes (each
@@ -55,14 +67,18 @@ class _Inbound(asyncio.Protocol):
     """The accepting end: authenticates the peer, then decodes frames and hands envelopes on.
 
     Invariant: ``_ready`` is False until the peer answered our challenge; until then bytes are only
-    compared, never unpickled.
+    compared, never unpickled. A peer of another node than ``node`` gets ``remote(node, index, inc)`` as
+    its dispatch, or is refused when there is no ``remote``.
     """
 
     def __init__(self, secret: bytes, dispatch: Callable[[Any], None],
-                 on_lost: Callable[[int, int], None], hint: Callable[[bool], None] | None = None) -> None:
+                 on_lost: Callable[[int, int], None], hint: Callable[[bool], None] | None = None,
+                 node: int = 0, remote: Remote | None = None) -> None:
         self._secret = secret
         self._dispatch = dispatch
         self._on_lost = on_lost
+        self._node = node
+        self._remote = remote
         self._hint = hint  # told whether a read holds a single message (latency) or a batch
         self.max_message = MAX_MESSAGE
         self._buf = bytearray()
@@ -70,7 +86,7 @@ class _Inbound(asyncio.Protocol):
         self._ready = False
         self._nonce = os.urandom(_NONCE)
         self._transport: asyncio.Transport | None = None
-        self.peer: tuple[int, int] = (0, 0)
+        self.peer: tuple[int, int, int] = (0, 0, 0)  # index, incarnation, node
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = tr = cast(asyncio.Transport, transport)
@@ -97,8 +113,12 @@ class _Inbound(asyncio.Protocol):
                 buf.clear()
                 return
             client_nonce = bytes(buf[_DIGEST:_DIGEST + _NONCE])
-            self.peer = _IDENT.unpack_from(buf, _DIGEST + _NONCE)
+            self.peer = index, inc, node = _IDENT.unpack_from(buf, _DIGEST + _NONCE)
             assert self._transport is not None
+            if node != self._node and not self._route_remote(index, inc, node):
+                self._transport.abort()
+                buf.clear()
+                return
             self._transport.write(auth.mac(self._secret, "server", client_nonce))
             self._ready = True
             data = bytes(buf[need:])
@@ -112,6 +132,19 @@ class _Inbound(asyncio.Protocol):
         used = self._decode(data)
         if used < len(data):
             buf += data[used:]
+
+    def _route_remote(self, index: int, inc: int, node: int) -> bool:
+        """Point this connection's frames at ``remote(node, index, inc)``; False to refuse the peer."""
+        if self._remote is None:
+            log.warning("refused worker %d of node %d: this listener takes node %d only",
+                        index, node, self._node)
+            return False
+        try:
+            self._dispatch = self._remote(node, index, inc)
+        except Exception:
+            log.exception("refused worker %d of node %d: no route for it", index, node)
+            return False
+        return True
 
     def _decode(self, data: bytes) -> int:
         """Dispatch every complete message in ``data``; returns how many bytes were used.
@@ -159,21 +192,34 @@ class _Inbound(asyncio.Protocol):
         return pos
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._ready:
-            self._on_lost(*self.peer)
+        index, inc, node = self.peer
+        if self._ready and node == self._node:
+            # A remote peer's loss is not reported: a TCP connection closing says nothing reliable of
+            # another node's life; the cluster's membership lease does.
+            self._on_lost(index, inc)
 
 
 class Listener:
-    """The socket a process accepts inbound connections on."""
+    """The socket a process accepts inbound connections on.
+
+    ``node`` is this process's node id (0 on a single host). A peer whose handshake names another node
+    is handed to ``remote(node, index, inc)``, called once per connection (after the handshake, before
+    anything is unpickled); the callable it returns receives that connection's envelopes instead of
+    ``dispatch``. Without ``remote`` such a peer is refused. ``on_lost(index, inc)`` is called for
+    peers of our own node only (see ``_Inbound.connection_lost``).
+    """
 
     def __init__(self, path: str | Address, secret: bytes, dispatch: Callable[[Any], None],
-                 on_lost: Callable[[int, int], None], hint: Callable[[bool], None] | None = None) -> None:
+                 on_lost: Callable[[int, int], None], hint: Callable[[bool], None] | None = None,
+                 *, node: int = 0, remote: Remote | None = None) -> None:
         self.address = as_address(path)
         self.path = str(self.address)
         self._secret = secret
         self._dispatch = dispatch
         self._on_lost = on_lost
         self._hint = hint
+        self._node = node
+        self._remote = remote
         self.max_message = MAX_MESSAGE
         self._server: asyncio.AbstractServer | None = None
 
@@ -181,7 +227,7 @@ class Listener:
         self._server = await self.address.serve(asyncio.get_running_loop(), self._inbound)
 
     def _inbound(self) -> _Inbound:
-        inbound = _Inbound(self._secret, self._dispatch, self._on_lost, self._hint)
+        inbound = _Inbound(self._secret, self._dispatch, self._on_lost, self._hint, self._node, self._remote)
         inbound.max_message = self.max_message
         return inbound
 
@@ -194,7 +240,7 @@ class Listener:
 class _Outbound(asyncio.Protocol):
     """The connecting end: answers the challenge, checks the server's answer, then only writes."""
 
-    def __init__(self, secret: bytes, ident: tuple[int, int], done: asyncio.Future[None],
+    def __init__(self, secret: bytes, ident: tuple[int, int, int], done: asyncio.Future[None],
                  on_lost: Callable[[], None], on_pause: Callable[[bool], None]) -> None:
         self._secret = secret
         self._ident = ident
@@ -245,7 +291,10 @@ class _Outbound(asyncio.Protocol):
 
 
 class Peer:
-    """The outbound side towards one other process of the node.
+    """The outbound side towards one other process of this node or, over TCP, of another node.
+
+    ``ident`` is our (worker index, incarnation) and ``node`` our node id (0 on a single host): the
+    listener sees all three in the handshake and routes our frames by them.
 
     Messages are appended to one buffer and written once per loop tick. While the connection is being
     made, or while the peer process is being replaced, the buffer holds them; the replacement process
@@ -262,11 +311,11 @@ class Peer:
     """
 
     def __init__(self, path: str | Address, secret: bytes, ident: tuple[int, int],
-                 limit: int = SEND_BUFFER) -> None:
+                 limit: int = SEND_BUFFER, *, node: int = 0) -> None:
         self.address = as_address(path)
         self.path = str(self.address)
         self._secret = secret
-        self._ident = ident
+        self._ident = (ident[0], ident[1], node)  # sent in the handshake: (index, incarnation, node)
         self._buf = bytearray()
         self._batch: list[tuple[Any, ...]] = []
         self._transport: asyncio.Transport | None = None

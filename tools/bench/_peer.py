@@ -1,5 +1,7 @@
 """Child side of the cross-process floors, run as ``python -m tools.bench._peer MODE PATH N``.
 
+PATH is a Unix socket path, or ``tcp:HOST:PORT`` for the loopback TCP floors (the cross-node ones).
+
 A fresh interpreter (not a fork of a process with a running loop) on uvloop, as a kernel worker is.
 Both ends use a plain ``asyncio.Protocol`` with one receive buffer, the tightest ordinary way to frame
 a stream (asyncio streams' ``readexactly`` costs ~40% more per round trip here), so the floor is not
@@ -90,7 +92,14 @@ class Echo(FrameProtocol):
 
 async def main(mode: str, path: str, n: int) -> None:
     loop = asyncio.get_running_loop()
-    _, proto = await loop.create_unix_connection(lambda: Sink(n) if mode == "sink" else Echo(), path)
+    def factory() -> FrameProtocol:
+        return Sink(n) if mode == "sink" else Echo()
+
+    if path.startswith("tcp:"):
+        host, _, port = path[4:].rpartition(":")
+        _, proto = await loop.create_connection(factory, host, int(port))  # TCP_NODELAY: set by uvloop
+    else:
+        _, proto = await loop.create_unix_connection(factory, path)
     proto.send(READY)
     await proto.closed  # the parent closes first, so it times nothing of our exit
 

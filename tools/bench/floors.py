@@ -232,10 +232,11 @@ class _Parent(FrameProtocol):
 
 
 @contextlib.asynccontextmanager
-async def _peer(mode: str, n: int) -> AsyncIterator[_Parent]:
+async def _peer(mode: str, n: int, tcp: bool = False) -> AsyncIterator[_Parent]:
     """Start ``python -m tools.bench._peer MODE`` and yield the connection once the child said ready.
 
-    The child's interpreter start-up and import time stay outside every timed interval.
+    Over a Unix socket, or with ``tcp`` over loopback TCP (the floors of the cross-node rows). The
+    child's interpreter start-up and import time stay outside every timed interval.
     """
     loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -248,7 +249,11 @@ async def _peer(mode: str, n: int) -> AsyncIterator[_Parent]:
                 accepted.set_result(proto)
             return proto
 
-        server = await loop.create_unix_server(factory, path)
+        if tcp:  # uvloop sets TCP_NODELAY on both ends
+            server = await loop.create_server(factory, "127.0.0.1", 0)
+            path = f"tcp:127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        else:
+            server = await loop.create_unix_server(factory, path)
         pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
         child = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the wait below is off-loop
             [sys.executable, "-m", "tools.bench._peer", mode, path, str(n)],
@@ -269,14 +274,14 @@ async def _peer(mode: str, n: int) -> AsyncIterator[_Parent]:
                 await asyncio.to_thread(child.wait)
 
 
-def socket_stream(n: int) -> Figure:
+def socket_stream(n: int, tcp: bool = False) -> Figure:
     """Floor of cross-worker cast: stream n messages to a child, 100 per frame, each pickled on its own.
 
     Timed from the first write to the child's acknowledgement of the last message (msgs/s).
     """
 
     async def main() -> Figure:
-        async with _peer("sink", n) as conn:
+        async with _peer("sink", n, tcp) as conn:
             dumps, pack = pickle.dumps, HEADER.pack
             proto = pickle.HIGHEST_PROTOCOL
             t0 = time.perf_counter()
@@ -297,14 +302,14 @@ def socket_stream(n: int) -> Figure:
     return run_uvloop(main)
 
 
-def socket_roundtrip(n: int) -> Figure:
+def socket_roundtrip(n: int, tcp: bool = False) -> Figure:
     """Floor of cross-worker call: a pickled request and a pickled reply over a Unix socket, n times.
 
     Headline is round trips/s; ``mean_us`` is the mean round-trip time.
     """
 
     async def main() -> Figure:
-        async with _peer("echo", n) as conn:
+        async with _peer("echo", n, tcp) as conn:
             dumps, loads = pickle.dumps, pickle.loads
             proto = pickle.HIGHEST_PROTOCOL
             t0 = time.perf_counter()
@@ -315,6 +320,16 @@ def socket_roundtrip(n: int) -> Figure:
         return Figure.rate(n, dt, "call/s", mean_us=dt / n * 1e6)
 
     return run_uvloop(main)
+
+
+def tcp_stream(n: int) -> Figure:
+    """Floor of cross-node cast: ``socket_stream`` over loopback TCP (msgs/s)."""
+    return socket_stream(n, tcp=True)
+
+
+def tcp_roundtrip(n: int) -> Figure:
+    """Floor of cross-node call: ``socket_roundtrip`` over loopback TCP (round trips/s, ``mean_us``)."""
+    return socket_roundtrip(n, tcp=True)
 
 
 def dict_lookup(n: int) -> Figure:
@@ -376,6 +391,8 @@ FLOORS: dict[str, tuple[str, FloorFn]] = {
     "future_per_call": ("queue + future per call", future_per_call),
     "socket_stream": ("Unix socket, 100/frame pickled each", socket_stream),
     "socket_roundtrip": ("Unix socket request/reply", socket_roundtrip),
+    "tcp_stream": ("loopback TCP, 100/frame pickled each", tcp_stream),
+    "tcp_roundtrip": ("loopback TCP request/reply", tcp_roundtrip),
     "spawn_task_queue": ("bare task + Queue", spawn_task_queue),
     "memory_task_queue": ("bare task + Queue (tracemalloc)", memory_task_queue),
     "ring_tasks": ("ring of 1000 bare tasks", ring_tasks),

@@ -99,6 +99,8 @@ FLOOR_N: dict[str, int] = {
     "future_per_call": 200_000,
     "socket_stream": 2_000_000,
     "socket_roundtrip": 30_000,
+    "tcp_stream": 2_000_000,
+    "tcp_roundtrip": 30_000,
     "spawn_task_queue": 50_000,
     "memory_task_queue": 50_000,
     "ring_tasks": 300_000,
@@ -158,6 +160,11 @@ ROWS: tuple[Row, ...] = (
     Row("cpu_2workers", "CPU-bound units, 2 workers vs 1", 400,
         Base("ours", "cpu_1worker", label="ours, same units on 1 worker"), Target(1.6),
         extra_floors=("cpu_scaling_raw",)),
+    # issue 17: the cross-node transport alone (Peer/Listener on TcpAddress), no actors yet
+    Row("tcp_peer_call", "call, Peer/Listener over loopback TCP, node 1 -> 2", 30_000,
+        Base("floor", "tcp_roundtrip"), Target(0.5, note="issue 17's cross-node call bound")),
+    Row("tcp_peer_cast", "cast, Peer/Listener over loopback TCP, node 1 -> 2", 1_000_000,
+        Base("floor", "tcp_stream"), Target(0.5, note="issue 17's cross-node cast bound")),
 )
 # Scenarios that are only ever the base of another row.
 HIDDEN_N: dict[str, int] = {"plain_counter": 100_000, "cpu_1worker": 400, "call_no_spinner": 2_000,

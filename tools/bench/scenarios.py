@@ -23,6 +23,7 @@ from kernel import Node, Pid
 from supervisors import ChildSpec, DynamicSupervisor, start_child, which_children
 from tools.bench.actors import Counter, Driver, DurableCounter, Idle, VolatileCounter
 from tools.bench.figure import Figure
+from tools.bench.tcp_transport import peer_call, peer_cast
 
 TIMEOUT = 600.0
 RING_SIZE = 1000
@@ -331,6 +332,17 @@ async def cpu_2workers(node: Node, n: int) -> Figure:
     return await _crunch(node, n, [0, 1])
 
 
+async def tcp_peer_call(node: Node, n: int) -> Figure:
+    """The transport alone: Peer/Listener over loopback TCP between two processes as nodes 1 and 2,
+    sequential request/reply (tools/bench/tcp_transport.py); the node is not used."""
+    return await asyncio.to_thread(peer_call, n)
+
+
+async def tcp_peer_cast(node: Node, n: int) -> Figure:
+    """The transport alone: n casts over Peer/Listener on loopback TCP, node 1 -> node 2."""
+    return await asyncio.to_thread(peer_cast, n)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "local_cast": local_cast,
     "local_call": local_call,
@@ -359,4 +371,6 @@ SCENARIOS: dict[str, Scenario] = {
     "million_idle": million_idle,
     "cpu_1worker": cpu_1worker,
     "cpu_2workers": cpu_2workers,
+    "tcp_peer_call": tcp_peer_call,
+    "tcp_peer_cast": tcp_peer_cast,
 }
