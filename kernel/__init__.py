@@ -56,9 +56,11 @@ from .process.actor import Actor, Checkpoint
 from .process.context import current, current_or_none
 from .process.raw import NodeContext, Process
 from .process.trace import TraceEvent, TraceLog
-from .terms import Crash, Down, Exit, NoReply, Pid, Ref
+from .terms import NODE, Crash, Down, Exit, NoReply, Pid, Ref
+from .transport.tcp import TLS
 
 __all__ = [
+    "TLS",
     "Actor",
     "ActorExited",
     "AlreadyStarted",
@@ -92,11 +94,13 @@ __all__ = [
     "call",
     "cast",
     "checkpoints",
+    "cluster_members",
     "current",
     "current_or_none",
     "link",
     "lookup",
     "monitor",
+    "node_id",
     "register",
     "registered",
     "run",
@@ -207,14 +211,31 @@ def monitor(dest: Any) -> Ref:
     return current().monitor(dest)
 
 
-async def whereis(name: Any) -> Pid | None:
-    """The live holder of ``name``, or None. Resolved from this process's replica when it knows it."""
+async def whereis(name: Any, node: int | None = None) -> Pid | None:
+    """The live holder of ``name``, or None. Resolved from this process's replica when it knows it.
+
+    ``node`` (a cluster node id, as ``Pid.node`` and ``Node.members`` show them): ask that node for the
+    name it has registered, as Erlang's ``{Name, Node}`` addresses one; its answer is its pid as seen
+    from here. ``ActorExited("node_down")`` when that node is down.
+    """
     proc = current()
     rt = proc._rt
+    if node is not None:
+        remote = rt.remote
+        if isinstance(node, bool) or not isinstance(node, int):
+            raise TypeError(f"node must be a cluster node id (int) or None, got {node!r}")
+        if remote is None or node in (0, remote.node):
+            if remote is None and node != 0:
+                raise ValueError(f"node {node} is not a member: this node is not in a cluster")
+        else:
+            if node not in remote.members:
+                raise ValueError(f"node must be a live cluster member's id, got {node!r}")
+            found: Pid | None = await remote.rpc(node, NODE, "whereis", (name,))
+            return found
     pid = rt.resolve(name, "name")
     if pid is None:
         return await rt.resolve_for_call(name)
-    if pid.worker == rt.index and rt.local(pid) is None:
+    if pid.worker == rt.index and not pid.node and rt.local(pid) is None:
         return None
     return pid
 
@@ -228,7 +249,7 @@ def lookup(name: Any) -> Pid | None:
     proc = current()
     rt = proc._rt
     pid = rt.resolve(name, "name")
-    if pid is not None and pid.worker == rt.index and rt.local(pid) is None:
+    if pid is not None and pid.worker == rt.index and not pid.node and rt.local(pid) is None:
         return None
     return pid
 
@@ -271,3 +292,23 @@ async def registered() -> dict[Any, Pid]:
 def worker_count() -> int:
     """How many worker processes this node runs."""
     return current()._rt.workers
+
+
+def node_id() -> int:
+    """This node's id in its cluster (what ``Pid.node`` shows for its pids on other nodes); 0 alone."""
+    remote = current()._rt.remote
+    return 0 if remote is None else int(remote.node)
+
+
+def cluster_members() -> list[tuple[int, int]]:
+    """The live nodes of the cluster as ``(node id, workers)``, this node included, by id.
+
+    On a single host: ``[(0, worker_count())]``. Every node derives the same list from the membership
+    table, so a placement computed from it agrees across nodes (``supervisors.Entities``).
+    """
+    rt = current()._rt
+    remote = rt.remote
+    if remote is None:
+        return [(0, rt.workers)]
+    others = [(n, w) for n, (_, _, w) in remote.members.items() if n not in remote.down and n != remote.node]
+    return sorted([(int(remote.node), rt.workers), *others])

@@ -145,7 +145,8 @@ NoReply = _NoReplyType()
 
 #: Exit reasons counted under their own name in ``pyotp_exits_total`` (kernel/node/metrics.py); any other
 #: reason is "other", a crash is "crash" (the ``reason`` label must stay a small set).
-_REASONS = frozenset({"normal", "shutdown", "kill", "killed", "worker_down", "noproc", "noconnection"})
+_REASONS = frozenset({"normal", "shutdown", "kill", "killed", "worker_down", "node_down", "lease_lost",
+                      "noproc", "noconnection"})
 
 
 def exit_kind(reason: Any) -> str:

@@ -26,6 +26,7 @@ import threading
 import time
 from typing import Any
 
+from ..cluster import Member
 from ..errors import ActorExited, CallTimeout, KernelError, NoProc, NotTraced, WorkerStartFailed
 from ..persistence import statefile
 from ..process.context import _current
@@ -36,8 +37,11 @@ from ..routing.name_table import check_name
 from ..routing.runtime import Runtime
 from ..terms import NODE, Pid, Ref
 from ..transport import wire
+from ..transport.sockets import Listener
+from ..transport.tcp import TLS, parse_listen
 from ..transport.wire import MAX_MESSAGE, MIN_MESSAGE, SEND_BUFFER
 from . import metrics, sampler
+from .cluster import ClusterMember, attach, member_route, worker_config
 from .control import ControlError, ControlServer, validate_node_name
 from .heartbeat import Heartbeat
 from .introspection import KIND_NAMES, MESSAGE_REPR, REPR, describe_actors, state_info
@@ -55,6 +59,8 @@ _START_ATTEMPTS = 5
 #: Leaving ``async with Node()``: one deadline for the orderly part (stopping the top-level actors, in
 #: reverse order, then asking each worker to shut down); what has not finished by then is SIGKILLed.
 _CLOSE_BUDGET = 15.0
+#: Self-fencing: how long the node waits for a worker to confirm it stopped its persistent actors.
+_FENCE_WAIT = 1.0
 #: One orderly stop at close: a worker that does not answer within this is skipped from then on.
 _CLOSE_STOP = 10.0
 #: At close, a worker whose heartbeat has been unanswered this long (seconds) is not asked to shut down:
@@ -96,13 +102,20 @@ class Node:
 
     ``metrics_port`` (None: off): serve Prometheus metrics at ``http://metrics_host:PORT/metrics``, per
     worker, gathered at scrape time (kernel/node/metrics.py, docs/api.md section 9); 0 picks a free port.
+
+    ``cluster`` (a ``postgresql://`` DSN) and ``listen`` (``"host:port"``) make the node a member of a
+    cluster (API.md section 15, docs/guides/cluster.md): its node process listens on ``port`` and worker
+    ``i`` on ``port + 1 + i``; ``lease`` is how long it stays a member without renewing; ``tls``
+    (``kernel.TLS``) wraps its connections to other nodes in mutual TLS.
     """
 
     def __init__(self, workers: int | None = None, state: str | os.PathLike[str] | None = None,
                  name: str | None = None, max_message: int = MAX_MESSAGE,
                  synchronous: str = "NORMAL", worker_timeout: float | None = 30.0,
                  start_timeout: float = 30.0, send_buffer: int = SEND_BUFFER,
-                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1") -> None:
+                 metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+                 cluster: str | None = None, listen: str | None = None, lease: float = 10.0,
+                 tls: TLS | None = None) -> None:
         if workers is None:
             workers = os.cpu_count() or 1
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -137,6 +150,11 @@ class Node:
             raise ValueError(f"metrics_host must be an address to listen on, got {metrics_host!r}")
         self.metrics_host = metrics_host
         self._metrics: metrics.MetricsServer | None = None
+        self.cluster, self._listen = _check_cluster(cluster, listen, lease, tls)
+        self.lease = float(lease)
+        self.tls = tls
+        self._member: ClusterMember | None = None
+        self._tcp: Listener | None = None
         self.name = name or f"node-{os.getpid()}-{int(time.time() * 1000) % 100000}"
         self.size = workers
         self.state = os.fspath(state) if state is not None else None
@@ -203,12 +221,16 @@ class Node:
             whereis=directory.whereis, registered=directory.registered, name_del=authority.name_del,
             send_name=authority.send_name, ready=self._on_ready, pong=self._heartbeat._pong)
         await rt.start()
+        if self.cluster is not None:
+            await self._join(rt)
         ctx = self._ctx = NodeContext()
         ctx._bind(rt, rt.next_pid(), None, None, None)
         ctx._start_context()
         rt.procs[ctx.pid.serial] = ctx
         try:
             await asyncio.gather(*(self._launch(i, 0) for i in range(self.size)))
+            if self._member is not None:
+                await self._member.run()
             self._control = ControlServer(self.name, self._control_request)
             await self._control.start()
             if self.metrics_port is not None:
@@ -283,6 +305,9 @@ class Node:
             # that worker hung and kill it (which releases the lock): a hung holder fails no one else.
             "lock_wait": max(5.0, 2 * (self.worker_timeout or 0.0) + 5.0),
         }
+        if self._member is not None:
+            host, port = self._listen
+            config["cluster"] = worker_config(self._member, host, port, self.tls)
         env = dict(os.environ)
         here = _PROJECT_ROOT
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH", "")]))
@@ -458,6 +483,12 @@ class Node:
                                for proc in self._procs.values()))
         for task in self._watchers:
             task.cancel()
+        if self._member is not None:
+            await self._member.close()  # leaves the cluster: its names are free for others at once
+        if self._tcp is not None:
+            self._tcp.close()
+        if rt.remote is not None:
+            rt.remote.close()
         if ctx is not None:
             ctx._finish("shutdown")
         rt.close()
@@ -478,6 +509,67 @@ class Node:
             log.warning("worker os pid %s did not exit within %.1fs; killing it", proc.pid, grace)
             proc.kill()
             await proc.wait()
+
+    # -- cluster membership (kernel/node/cluster.py) ----------------------------------------------
+
+    async def _join(self, rt: Runtime) -> None:
+        """Join the cluster before any worker starts: the workers are told the node id and members."""
+        assert self.cluster is not None
+        host, port = self._listen
+        member = self._member = ClusterMember(
+            self.cluster, self.name, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}", self.size,
+            self.lease, on_up=self._node_up, on_down=self._node_down, on_lost=self._lease_lost,
+            on_rejoined=self._rejoined)
+        await member.start()
+        self._tcp = attach(rt, worker_config(member, host, port, self.tls))
+        await self._tcp.start()
+
+    def _node_up(self, member: Member) -> None:
+        rt = self._rt
+        assert rt is not None and rt.remote is not None
+        route = member_route(member)
+        rt.remote.node_up(*route)
+        for index in range(self.size):
+            if index not in rt.down:
+                rt.note(index, "node_up", *route)
+
+    def _node_down(self, member: Member) -> None:
+        rt = self._rt
+        assert rt is not None and rt.remote is not None
+        log.warning("cluster node %s (id %d, %s) is down: its lease ran out", member.node, member.id,
+                    member.address)
+        for index in range(self.size):
+            if index not in rt.down:
+                rt.note(index, "node_down", member.id)
+        rt.remote.node_down(member.id)
+
+    async def _lease_lost(self, lost: Exception) -> None:
+        """Self-fencing: stop every persistent actor of the node before its lease runs out."""
+        rt = self._rt
+        assert rt is not None
+        rt.fence()
+        answers = await asyncio.gather(*(rt.rpc(i, "fence", (), timeout=_FENCE_WAIT) for i in range(self.size)
+                                         if i not in rt.down), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                log.error("a worker did not confirm it stopped its persistent actors: %s", answer)
+
+    def _rejoined(self, member: Member) -> None:
+        rt = self._rt
+        assert rt is not None
+        for index in range(self.size):
+            if index not in rt.down:
+                rt.note(index, "rejoined", member.incarnation.isoformat())
+
+    @property
+    def node_id(self) -> int:
+        """This node's id in its cluster (the node part of its pids as other nodes see them); 0 alone."""
+        return 0 if self._member is None or self._member.membership is None else self._member.id
+
+    @property
+    def members(self) -> dict[int, str]:
+        """The live members of the cluster at the last poll, node id -> name (this node included)."""
+        return {} if self._member is None else {i: m.node for i, m in self._member.members.items()}
 
     # -- the node's context ---------------------------------------------------------------------
 
@@ -811,6 +903,29 @@ async def _find_by_key(node: Node, key: Any) -> Pid | None:
             if found is not None:
                 return found
     return None
+
+
+def _check_cluster(cluster: Any, listen: Any, lease: Any, tls: Any) -> tuple[str | None, tuple[str, int]]:
+    """Validate ``Node(cluster=, listen=, lease=, tls=)``; the DSN and the parsed listen address."""
+    if cluster is None:
+        if listen is not None:
+            raise ValueError("listen is only used with cluster=...: a single node talks over Unix sockets")
+        if tls is not None:
+            raise ValueError("tls is only used with cluster=...: a single node has no TCP connections")
+        return None, ("", 0)
+    if not isinstance(cluster, str) or not cluster.startswith(("postgresql://", "postgres://")):
+        raise ValueError("cluster must be a PostgreSQL DSN such as 'postgresql://user@host/db', "
+                         f"got {cluster!r}")
+    if listen is None:
+        raise ValueError("listen is required with cluster: the 'host:port' other nodes reach this one at")
+    if not isinstance(listen, str):
+        raise TypeError(f"listen must be a 'host:port' string, got {type(listen).__name__}")
+    host, port = parse_listen(listen, "listen")
+    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 0 < lease < 86400:
+        raise ValueError(f"lease must be a number of seconds in (0, 86400), got {lease!r}")
+    if tls is not None and not isinstance(tls, TLS):
+        raise TypeError(f"tls must be a kernel.TLS(certfile, keyfile, cafile) or None, got {tls!r}")
+    return cluster, (host, port)
 
 
 def _check_seconds(argument: str, value: Any, alternative: str) -> None:

@@ -23,7 +23,7 @@ import uvloop
 from ..persistence.service import CheckpointService
 from ..routing.runtime import Runtime
 from ..terms import NODE, Pid
-from . import metrics, sampler
+from . import cluster, metrics, sampler
 from .introspection import describe_actors, state_info
 
 log = logging.getLogger("kernel.worker")
@@ -128,6 +128,13 @@ async def _serve(config: dict[str, Any]) -> None:
         rt.ops, shutdown=shutdown, snapshot=lambda: _snapshot(rt, started),
         metrics=lambda: metrics.worker_metrics(rt), state=state, names=names,
         ping=lambda sent: rt.note(NODE, "pong", rt.index, rt.inc, sent))
+    tcp = None
+    if config.get("cluster"):
+        tcp = cluster.attach(rt, config["cluster"])
+        remote = rt.remote
+        assert remote is not None
+        rt.ops = dataclasses.replace(rt.ops, node_up=remote.node_up, node_down=remote.node_down,
+                                     fence=rt.fence, rejoined=lambda incarnation: None)
 
     def on_stdin() -> None:
         if not os.read(0, 4096) and not done.done():
@@ -135,6 +142,8 @@ async def _serve(config: dict[str, Any]) -> None:
 
     loop.add_reader(0, on_stdin)
     await rt.start()
+    if tcp is not None:
+        await tcp.start()
     await rt.connect_peers()
     # Answers the node's `stack` questions from a thread, so they work while this loop is blocked.
     sampler.serve(sampler.address(config["sockdir"], rt.index, rt.inc), rt.procs)
@@ -142,6 +151,10 @@ async def _serve(config: dict[str, Any]) -> None:
     await done
     for peer in rt.peers.values():
         peer.close()
+    if tcp is not None:
+        tcp.close()
+    if rt.remote is not None:
+        rt.remote.close()
     rt.close()
 
 

@@ -53,6 +53,8 @@ class Host(Protocol):
     slice_end: float
     #: The checkpoint service when persistence is on (kernel/persistence/service.py), else None.
     store: Any
+    #: Routes to the other nodes of a cluster (kernel/routing/remote.py ``Remote``), else None.
+    remote: Any
     exits: dict[str, int]
     handled_done: int
 
@@ -318,19 +320,27 @@ class Proc:
             self._monitors.pop(ref, None)
 
     def _on_worker_down(self, index: int, inc: int) -> None:
-        """Worker ``index`` (incarnation ``inc``) died: drop the monitors its processes held on this one,
-        and fire this one's monitors and links that pointed into it (``"worker_down"``)."""
+        """Worker ``index`` (incarnation ``inc``) of this node died: drop the monitors its processes held
+        on this one, and fire this one's monitors and links that pointed into it (``"worker_down"``)."""
+        self._on_gone(lambda p: p.worker == index and p.incarnation == inc and not p.node, "worker_down")
+
+    def _on_node_down(self, node: int) -> None:
+        """Cluster node ``node`` is down (its lease expired): as ``_on_worker_down``, for every process
+        of that node, with ``"node_down"``."""
+        self._on_gone(lambda p: p.node == node, "node_down")
+
+    def _on_gone(self, gone: Callable[[Pid], bool], reason: str) -> None:
         if self._monitors:
             for mref, w in list(self._monitors.items()):
-                if w.worker == index and w.incarnation == inc:
+                if gone(w):
                     del self._monitors[mref]
         if self._watching:
             for mref, target in list(self._watching.items()):
-                if isinstance(target, Pid) and target.worker == index and target.incarnation == inc:
-                    self._on_down(mref, target, "worker_down")
+                if isinstance(target, Pid) and gone(target):
+                    self._on_down(mref, target, reason)
         if self._links:
-            for other in [p for p in self._links if p.worker == index and p.incarnation == inc]:
-                self._on_exit(other, "worker_down", True)
+            for other in [p for p in self._links if gone(p)]:
+                self._on_exit(other, reason, True)
 
     def _on_down(self, ref: Ref, pid: Any, reason: Reason) -> None:
         if self._watching is None or self._watching.pop(ref, None) is None:

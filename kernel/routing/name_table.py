@@ -76,7 +76,13 @@ class NameTable:
         return names
 
     def forget_worker(self, worker: int, incarnation: int) -> list[tuple[Any, Pid]]:
-        dead = [pid for pid in self._by_pid if pid.worker == worker and pid.incarnation == incarnation]
+        dead = [pid for pid in self._by_pid
+                if pid.worker == worker and pid.incarnation == incarnation and not pid.node]
+        return [(name, pid) for pid in dead for name in self.forget_pid(pid)]
+
+    def forget_node(self, node: int) -> list[tuple[Any, Pid]]:
+        """Drop every name held by a process of cluster node ``node`` (it is down)."""
+        dead = [pid for pid in self._by_pid if pid.node == node]
         return [(name, pid) for pid in dead for name in self.forget_pid(pid)]
 
     def names_of(self, pid: Pid) -> list[Any]:

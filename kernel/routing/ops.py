@@ -62,11 +62,18 @@ class Ops:
     snapshot: Callable[[], dict[str, Any]] | None = None
     metrics: Callable[[], dict[str, Any]] | None = None
     state: Callable[[int, int], dict[str, Any] | None] | None = None
+    #: Self-fencing: stop every persistent actor here, now (``Runtime.fence``; the node lost its lease).
+    fence: Callable[[], None] | None = None
     # -- notices a worker serves (node/worker.py) -------------------------------------------------
     #: The whole name table, sent once at start.
     names: Callable[[list[Any]], None] | None = None
     #: The node's heartbeat: answered ``pong`` from this loop, so a blocked loop cannot answer.
     ping: Callable[[float], None] | None = None
+    #: A cluster node is live at an address, or down (``Remote.node_up``, ``Remote.node_down``).
+    node_up: Callable[[int, str, int, int], None] | None = None
+    node_down: Callable[[int], None] | None = None
+    #: The node joined its cluster again, with this incarnation (ISO text): claims are made under it.
+    rejoined: Callable[[str], None] | None = None
 
     def rpc(self, op: Any) -> Callable[..., Any] | None:
         """The handler of rpc ``op`` on this side, or None (unknown here, or a notice's name)."""
@@ -79,5 +86,5 @@ class Ops:
 
 #: Which fields are answered rpcs and which one-way notices (a notice's name is refused as an rpc).
 NOTES = frozenset({"name_add", "name_del", "worker_down", "worker_up", "unquarantine", "send_name", "ready",
-                   "pong", "names", "ping"})
+                   "pong", "names", "ping", "node_up", "node_down", "rejoined"})
 RPCS = frozenset(f.name for f in fields(Ops)) - NOTES

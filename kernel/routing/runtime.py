@@ -34,7 +34,8 @@ from ..transport.serialize import dumps, loads, plain
 from ..transport.sockets import Listener, Peer
 from .name_table import NameTable, check_name
 from .ops import Ops
-from .scheduling import Deadlines, RunQueue
+from .remote import Remote
+from .scheduling import Call, Deadlines, RunQueue
 
 __all__ = ["Runtime", "socket_path"]
 
@@ -65,7 +66,7 @@ class Runtime:
         self.peers: dict[int, Peer] = {}
         #: Bytes buffered towards one peer before its senders are paused (``Node(send_buffer=...)``).
         self.send_buffer = wire.SEND_BUFFER
-        self.calls: dict[int, tuple[asyncio.Future[Any], int, int, Callable[[Any], None] | None]] = {}
+        self.calls: dict[int, Call] = {}
         #: worker index -> incarnation currently expected there (advanced as soon as one dies)
         self.incarnations: dict[int, int] = dict.fromkeys(range(workers), 0)
         self.down: set[int] = set()
@@ -115,6 +116,8 @@ class Runtime:
         self.listener = Listener(socket_path(sockdir, index), secret, self.dispatch, self._inbound_lost,
                                  self._set_solo)
         self.store: Any = None  # the checkpoint service, when persistence is on
+        #: Routes to the other nodes of a cluster (routing/remote.py); None on a single host.
+        self.remote: Remote | None = None
         #: In the node process: what the node's own code spawned, oldest first.
         self.top_level: list[Pid] = []
 
@@ -156,7 +159,9 @@ class Runtime:
         return peer
 
     def pid_is_current(self, pid: Pid) -> bool:
-        """False when the pid's worker incarnation is already known dead."""
+        """False when the pid's worker incarnation (or, for another node's pid, that node) is known dead."""
+        if pid.node:
+            return self.remote is not None and self.remote.live(pid)
         return pid.worker == NODE or (self.incarnations.get(pid.worker, -1) == pid.incarnation \
             and pid.worker not in self.down)
 
@@ -194,7 +199,11 @@ class Runtime:
                     self.peer(NODE).send(data)
                 return
         assert pid is not None
-        worker, serial, inc, _node = pid
+        worker, serial, inc, node = pid
+        if node:
+            if self.remote is not None:
+                self.remote.ship(node, worker, (kind, serial, inc, message), message, "message")
+            return
         if worker == self.index:
             if inc == self.inc:
                 proc = self.procs.get(serial)
@@ -211,6 +220,10 @@ class Runtime:
         peer = self.peers.get(index)
         if peer is None:
             peer = self.peer(index)
+        self.ship_via(peer, index, envelope, payload, what)
+
+    def ship_via(self, peer: Peer, index: int, envelope: tuple[Any, ...], payload: Any, what: str) -> None:
+        """``ship`` through a given peer (a worker of this node, or a process of another node)."""
         if peer.busy:
             self._congested(index, peer, envelope[0])
         if plain(payload):
@@ -240,6 +253,12 @@ class Runtime:
 
     def signal(self, pid: Pid, kind: int, *fields: Any) -> None:
         """Route a link/monitor/exit signal; a dead target answers as OTP says (noproc)."""
+        if pid.node:
+            if self.remote is None:
+                self._dead_target(pid, kind, fields)
+            else:
+                self.remote.signal(pid, kind, fields)
+            return
         if pid.worker == self.index:
             proc = self.local(pid)
             if proc is None:
@@ -327,7 +346,15 @@ class Runtime:
         if pid == me:
             raise KernelError(f"{me!r} {to_self}")
         ref = self._next_call_ref()
-        if pid.worker == self.index:
+        if pid.node:
+            remote = self.remote
+            if remote is None or not remote.live(pid):
+                raise NoProc(dest)
+            envelope = (kind, pid.serial, pid.incarnation, payload, me.worker, me.serial, me.incarnation, ref)
+            remote.ship(pid.node, pid.worker, envelope, payload, "request" if kind == wire.CALL else "reason")
+            fut: asyncio.Future[Any] = self.loop.create_future()
+            self.calls[ref] = (fut, (pid.node, pid.worker), pid.incarnation, None)
+        elif pid.worker == self.index:
             proc = self.local(pid)
             if proc is None:
                 raise NoProc(dest)
@@ -342,7 +369,7 @@ class Runtime:
                 if answer[0]:
                     return answer[1]
                 raise answer[1]
-            fut: asyncio.Future[Any] = self.loop.create_future()
+            fut = self.loop.create_future()
             self.calls[ref] = (fut, self.index, self.inc, None)
         else:
             if not self.pid_is_current(pid):
@@ -381,13 +408,13 @@ class Runtime:
             raise TypeError(f"caller must be the caller value handle_call received, got {caller!r}") from None
         if not isinstance(pid, Pid) or not isinstance(ref, int):
             raise TypeError(f"caller must be the caller value handle_call received, got {caller!r}")
-        self._reply_to(pid.worker, pid.incarnation, ref, True, value)
+        self._reply_to(pid.worker, pid.incarnation, ref, True, value, pid.node)
 
     def reply_from_handler(self, actor: Proc, caller: Any, value: Any) -> None:
         """A handler's return value: if it cannot be pickled, the caller learns why; the actor lives on."""
         pid, ref = caller  # made by the kernel, so not checked as ``reply`` checks a user's
         try:
-            self._reply_to(pid.worker, pid.incarnation, ref, True, value)
+            self._reply_to(pid.worker, pid.incarnation, ref, True, value, pid.node)
         except NotSerializable as exc:
             log.error("%r returned a reply that cannot be pickled: %s", actor.pid, exc)
             self.fail_caller_with(caller, exc)
@@ -398,11 +425,15 @@ class Runtime:
     def fail_caller_with(self, caller: Any, error: BaseException) -> None:
         pid, ref = caller
         try:
-            self._reply_to(pid.worker, pid.incarnation, ref, False, error)
+            self._reply_to(pid.worker, pid.incarnation, ref, False, error, pid.node)
         except NotSerializable:
-            self._reply_to(pid.worker, pid.incarnation, ref, False, KernelError(str(error)))
+            self._reply_to(pid.worker, pid.incarnation, ref, False, KernelError(str(error)), pid.node)
 
-    def _reply_to(self, index: int, inc: int, ref: int, ok: bool, value: Any) -> None:
+    def _reply_to(self, index: int, inc: int, ref: int, ok: bool, value: Any, node: int = 0) -> None:
+        if node:
+            if self.remote is not None:
+                self.remote.reply(node, index, inc, ref, ok, value)
+            return
         if index == self.index:
             if inc == self.inc:
                 self._resolve(ref, ok, value)
@@ -783,6 +814,13 @@ class Runtime:
             if pending:
                 await asyncio.sleep(min(delay, max(0.0, deadline - self.loop.time())))
                 delay = min(delay * 2, 0.1)
+
+    def fence(self) -> None:
+        """Self-fencing: stop every persistent actor of this process now (its node lost its lease, so
+        others may take their names over; what they would write is refused anyway)."""
+        for proc in list(self.procs.values()):
+            if getattr(proc, "_persistent", False) and not proc._exiting:
+                proc._die("lease_lost")
 
     # -- persistence hooks (the checkpoint service plugs in here) -------------------------------
 

@@ -29,8 +29,9 @@ RUNQ_BUDGET = 1000
 #: more than twice as many as there are calls in flight.
 _HEAP_SLACK = 64
 
-#: A call in flight: its future, the worker index and incarnation it waits on, an rpc's result hook.
-Call = tuple["asyncio.Future[Any]", int, int, "Callable[[Any], None] | None"]
+#: A call in flight: its future, where it waits (a worker index of this node, or ``(node, index)`` of
+#: another node's process), that process's incarnation, an rpc's result hook.
+Call = tuple["asyncio.Future[Any]", "int | tuple[int, int]", int, "Callable[[Any], None] | None"]
 
 
 class Deadlines:
