@@ -76,9 +76,7 @@ class Spawner:
                 if link:
                     spawner._on_link(child)
                 if ref is not None:
-                    if spawner._watching is None:
-                        spawner._watching = {}
-                    spawner._watching[ref] = child
+                    spawner._on_watch(ref, child)
 
             pid = await self.rt.rpc(worker, "spawn", (cls, args, kwargs, me, name, link, ref, key), adopt)
         if top_level:
@@ -130,9 +128,7 @@ class Spawner:
             proc._on_monitor(parent, ref)
             spawner = self.rt.local(parent) if parent.worker == self.rt.index else None
             if spawner is not None:
-                if spawner._watching is None:
-                    spawner._watching = {}
-                spawner._watching[ref] = pid
+                spawner._on_watch(ref, pid)
         return pid
 
     async def register_name(self, name: Any, pid: Pid) -> None:
