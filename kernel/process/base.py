@@ -319,6 +319,12 @@ class Proc:
         if self._monitors:
             self._monitors.pop(ref, None)
 
+    def _on_watch(self, ref: Ref, target: Pid) -> None:
+        """This process now watches ``target`` under ``ref`` (a spawn_monitor child, set up by its spawn)."""
+        if self._watching is None:
+            self._watching = {}
+        self._watching[ref] = target
+
     def _on_worker_down(self, index: int, inc: int) -> None:
         """Worker ``index`` (incarnation ``inc``) of this node died: drop the monitors its processes held
         on this one, and fire this one's monitors and links that pointed into it (``"worker_down"``)."""

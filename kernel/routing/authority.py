@@ -88,7 +88,7 @@ class Authority:
         if not rt.pid_is_current(pid):
             raise NoProc(pid)
         if adopt:
-            alive = rt._rpc_adopt(pid.serial, pid.incarnation, name) if pid.worker == NODE \
+            alive = rt.inbound.adopt(pid.serial, pid.incarnation, name) if pid.worker == NODE \
                 else await rt.rpc(pid.worker, "adopt", (pid.serial, pid.incarnation, name))
             if not alive:
                 raise NoProc(pid)

@@ -22,23 +22,23 @@ __all__ = ["NOTES", "RPCS", "Ops"]
 
 @dataclass(frozen=True, slots=True)
 class Ops:
-    # -- rpcs every process serves (routing/runtime.py) -------------------------------------------
-    #: Start an actor here for a spawner elsewhere (``Runtime.spawn_local``).
+    # -- rpcs every process serves (built by Runtime, routing/runtime.py) ---------------------------
+    #: Start an actor here for a spawner elsewhere (``Spawner.spawn_local``, routing/spawning.py).
     spawn: Callable[..., Awaitable[Pid]]
     #: Nothing: its answer proves everything sent before it was handled (causal set-up).
     sync: Callable[[], None]
-    #: Register a local actor's name in this process's own table (``Runtime._rpc_adopt``).
+    #: Register a local actor's name in this process's own table (``Inbound.adopt``, routing/inbound.py).
     adopt: Callable[[int, int, Any], bool]
-    #: The local actor with a checkpoint key (``Runtime._rpc_by_key``).
+    #: The local actor with a checkpoint key (``Inbound.by_key``).
     by_key: Callable[[Any], Pid | None]
-    #: Start a message trace of a local actor, and read one (``Runtime._rpc_trace``, ``_rpc_trace_log``).
+    #: Start a message trace of a local actor, and read one (``Inbound.trace``, ``trace_log``).
     trace: Callable[[int, int, int], None]
     trace_log: Callable[[int, int], TraceLog]
-    # -- notices every process serves (routing/runtime.py) ----------------------------------------
+    # -- notices every process serves (built by Runtime) -----------------------------------------
     #: The authority added or removed a name: update this replica (``NameTable.add``, ``names.remove``).
     name_add: Callable[[Any, Pid], None]
     name_del: Callable[[Any, Pid], None]
-    #: A worker died or came back (``Runtime.worker_down``, ``Runtime.worker_up``).
+    #: A worker died or came back (``Membership.worker_down``, ``worker_up``, routing/workers.py).
     worker_down: Callable[[int, int], None]
     worker_up: Callable[[int, int], None]
     #: Let a quarantined message through again (``Quarantine.release``).

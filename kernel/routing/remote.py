@@ -21,13 +21,12 @@ dropped, as a message to any dead process is.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import pickle
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from ..errors import ActorExited, KernelError, NoProc, NotSerializable
+from ..errors import ActorExited, NoProc, NotSerializable
 from ..terms import NODE, Pid
 from ..transport import wire
 from ..transport.serialize import dumps, loads
@@ -181,46 +180,15 @@ class Remote:
                 except Exception as exc:
                     rt.fail_caller_with((Pid(env[4], env[5], env[6], node), env[7]),
                                         NotSerializable(f"request to {Pid(here, env[1], env[2])!r}",
-                                                        rt._undecodable(env[3], exc)))
+                                                        rt.inbound._undecodable(env[3], exc)))
                     return
                 receive((_CALL, env[1], env[2], request, *env[4:]))
             elif kind == wire.RPC:
-                self._serve_rpc(node, env[1], env[2], env[3], env[4], env[5])
+                rt.inbound.serve_rpc(env[1], env[2], env[3], env[4], env[5], node)
             else:
                 dispatch(env)
 
         return receive
-
-    def _serve_rpc(self, node: int, index: int, inc: int, ref: int, op: str, packed: bytes) -> None:
-        rt = self.rt
-        handler = rt.ops.rpc(op)
-        if handler is None:
-            self.reply(node, index, inc, ref, False, KernelError(f"unknown operation {op!r}"))
-            return
-        try:
-            args = loads(packed)
-            result = handler(*args)
-        except Exception as exc:
-            self.reply(node, index, inc, ref, False, exc)
-            return
-        if inspect.isawaitable(result):
-            rt.loop.create_task(self._finish_rpc(result, node, index, inc, ref))
-        else:
-            self._answer(node, index, inc, ref, result)
-
-    async def _finish_rpc(self, awaitable: Awaitable[Any], node: int, index: int, inc: int, ref: int) -> None:
-        try:
-            result = await awaitable
-        except Exception as exc:
-            self.reply(node, index, inc, ref, False, exc)
-        else:
-            self._answer(node, index, inc, ref, result)
-
-    def _answer(self, node: int, index: int, inc: int, ref: int, result: Any) -> None:
-        try:
-            self.reply(node, index, inc, ref, True, result)
-        except NotSerializable as exc:
-            self.reply(node, index, inc, ref, False, exc)
 
     def close(self) -> None:
         for peer in self.peers.values():

@@ -7,6 +7,11 @@ The node process runs the same runtime, with index ``NODE``; it hosts its contex
 
 Calls are answered through a table of futures keyed by an int ref; a pending call remembers the worker
 incarnation it targets, so a worker's death fails exactly the calls into it.
+
+``Runtime`` keeps the per-message path (send, ship, signal, call, reply, dispatch) and the tables it
+reads; the parts with one job each sit beside it: ``Deadlines`` and ``RunQueue`` (scheduling.py),
+``Spawner`` (spawning.py), ``Inbound`` (inbound.py: packed envelopes and rpcs) and ``Membership``
+(workers.py: a worker's death and return).
 """
 
 from __future__ import annotations
@@ -16,26 +21,27 @@ import inspect
 import logging
 import os
 import pickle
-import pickletools
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..errors import ActorExited, KernelError, NoProc, NotSerializable, NotTraced, Overloaded
+from ..errors import ActorExited, KernelError, NoProc, NotSerializable, Overloaded
 from ..process.actor import Actor
 from ..process.base import Proc
 from ..process.context import _current
 from ..process.quarantine import Quarantine
-from ..process.raw import NodeContext, Process
-from ..process.trace import TraceLog, Traces
-from ..terms import NODE, Crash, Pid, Ref
+from ..process.trace import Traces
+from ..terms import NODE, Pid, Ref
 from ..transport import wire
-from ..transport.serialize import dumps, loads, plain
+from ..transport.serialize import dumps, plain
 from ..transport.sockets import Listener, Peer
+from .inbound import Inbound
 from .name_table import NameTable, check_name
 from .ops import Ops
 from .remote import Remote
 from .scheduling import Call, Deadlines, RunQueue
+from .spawning import Spawner
+from .workers import Membership
 
 __all__ = ["Runtime", "socket_path"]
 
@@ -85,11 +91,24 @@ class Runtime:
         self._answer: tuple[bool, Any] | None = None
         #: Call timeouts on one timer; ``calls_timed_out`` counts what it failed.
         self.deadlines = Deadlines(self.loop, self.calls)
+        #: Spawning (routing/spawning.py), bound here so ``rt.spawn(...)`` costs what a method did.
+        self.spawner = Spawner(self)
+        self.spawn = self.spawner.spawn
+        self.spawn_local = self.spawner.spawn_local
+        #: Packed envelopes, rpcs, and the rpcs every runtime serves (routing/inbound.py).
+        self.inbound = Inbound(self)
+        #: Worker deaths and returns (routing/workers.py); the tables above stay here, read per message.
+        self.membership = Membership(self)
+        self.worker_down = self.membership.worker_down
+        self.worker_up = self.membership.worker_up
+        self.fail_calls = self.membership.fail_calls
+        self.connect_peers = self.membership.connect_peers
         #: What other processes may ask or tell this one (routing/ops.py); the node and the workers
         #: add their side's entries.
-        self.ops = Ops(spawn=self.spawn_local, sync=lambda: None, adopt=self._rpc_adopt,
-                       by_key=self._rpc_by_key, trace=self._rpc_trace,
-                       trace_log=self._rpc_trace_log, name_add=self.names.add, name_del=self._note_name_del,
+        inbound = self.inbound
+        self.ops = Ops(spawn=self.spawn_local, sync=lambda: None, adopt=inbound.adopt,
+                       by_key=inbound.by_key, trace=inbound.trace,
+                       trace_log=inbound.trace_log, name_add=self.names.add, name_del=inbound.name_del,
                        worker_down=self.worker_down, worker_up=self.worker_up,
                        unquarantine=self.quarantine.release)
         #: Whether an idle actor may handle a delivery in the sender's step (off while one does).
@@ -105,7 +124,6 @@ class Runtime:
         self.slice_end = 0.0
         self._serial = 0
         self._ref = 0
-        self._rr = 0
         self.msgs_in = 0
         #: Messages dropped because this process could not unpickle them (a cast or send; a call is
         #: answered ``NotSerializable``).
@@ -501,7 +519,7 @@ class Runtime:
         else:
             self.peer(index).send(dumps((wire.NOTE, op, args), op))
 
-    # -- inbound --------------------------------------------------------------------------------
+    # -- inbound (the rest: routing/inbound.py) ---------------------------------------------------
 
     def dispatch(self, env: Any) -> None:
         """Decode one envelope from another process of the node (see ``wire``)."""
@@ -520,7 +538,7 @@ class Runtime:
             elif proc is not None and not proc._exiting:
                 proc._deliver((kind, env[3]))
         elif kind >= _PACKED:
-            self._unpack(env)
+            self.inbound.unpack(env)
         elif kind == wire.REPLY:
             if env[1] == self.inc:
                 self._resolve(env[2], env[3], env[4])
@@ -539,70 +557,13 @@ class Runtime:
             else:
                 proc._deliver((wire.STOP, env[3], caller))
         elif kind == wire.RPC:
-            self._serve_rpc(env[1], env[2], env[3], env[4], env[5])
+            self.inbound.serve_rpc(env[1], env[2], env[3], env[4], env[5])
         elif kind == wire.NOTE:
             handler = self.ops.note(env[1])
             if handler is None:
                 log.error("unknown notice %r", env[1])
             else:
                 handler(*env[2])
-
-    def _unpack(self, env: tuple[Any, ...]) -> None:
-        """A SEND, CAST or CALL whose message was pickled on its own: decode it, or tell why not."""
-        kind = env[0] - _PACKED
-        try:
-            message = loads(env[3])
-        except Exception as exc:
-            target = Pid(self.index, env[1], env[2])
-            cause = self._undecodable(env[3], exc)
-            if kind == _CALL:
-                self.fail_caller_with((Pid(env[4], env[5], env[6]), env[7]),
-                                      NotSerializable(f"request to {target!r}", cause))
-            else:
-                self.undecodable += 1
-                log.error("%s to %r dropped (counted as dead): %s", "cast" if kind == wire.CAST else "send",
-                          target, cause)
-            return
-        self.dispatch((kind, env[1], env[2], message, *env[4:]))
-
-    def _undecodable(self, data: bytes, exc: Exception) -> str:
-        who = "the node process" if self.index == NODE else f"worker {self.index}"
-        return f"{who} cannot unpickle {_pickled_types(data)}: {type(exc).__name__}: {exc}"
-
-    def _serve_rpc(self, index: int, inc: int, ref: int, op: str, packed: bytes) -> None:
-        handler = self.ops.rpc(op)
-        if handler is None:
-            self._reply_to(index, inc, ref, False, KernelError(f"unknown operation {op!r}"))
-            return
-        try:
-            args = loads(packed)
-        except Exception as exc:
-            what = "spawn arguments" if op == "spawn" else f"{op} arguments"
-            self._reply_to(index, inc, ref, False, NotSerializable(what, self._undecodable(packed, exc)))
-            return
-        try:
-            result = handler(*args)
-        except Exception as exc:
-            self._reply_to(index, inc, ref, False, exc)
-            return
-        if inspect.isawaitable(result):
-            self.loop.create_task(self._finish_rpc(result, index, inc, ref))
-        else:
-            self._send_result(index, inc, ref, result)
-
-    async def _finish_rpc(self, awaitable: Awaitable[Any], index: int, inc: int, ref: int) -> None:
-        try:
-            result = await awaitable
-        except Exception as exc:
-            self._reply_to(index, inc, ref, False, exc)
-        else:
-            self._send_result(index, inc, ref, result)
-
-    def _send_result(self, index: int, inc: int, ref: int, result: Any) -> None:
-        try:
-            self._reply_to(index, inc, ref, True, result)
-        except NotSerializable as exc:
-            self._reply_to(index, inc, ref, False, exc)
 
     def _set_solo(self, solo: bool) -> None:
         self.solo = solo
@@ -611,143 +572,7 @@ class Runtime:
         """An inbound connection closed: nothing to do. A worker's death reaches every process as the
         node's ``worker_down`` notice, and that alone fires the signals (the node decides it is dead)."""
 
-    # -- spawning -------------------------------------------------------------------------------
-
-    async def spawn(self, spawner: Proc, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                    name: Any = None, worker: int | None = None, link: bool = False, monitor: bool = False,
-                    key: Any = None) -> Any:
-        check_spawnable(cls)
-        if name is not None:
-            check_name(name)
-        if isinstance(cls, type) and issubclass(cls, Actor):
-            cls.check_args(*args, **kwargs)
-        if worker is None:
-            if getattr(cls, "is_supervisor", False):
-                # Supervisors live in the node process, which outlives every worker: a worker's death
-                # then costs exactly the actors it hosted, never the tree above them (API section 12).
-                worker = NODE
-            elif self.index == NODE:
-                worker = self.place()
-            else:
-                worker = self.index
-        elif not isinstance(worker, int) or isinstance(worker, bool) or not 0 <= worker < self.workers:
-            raise ValueError(f"worker must be an int in 0..{self.workers - 1} or None, got {worker!r}")
-        top_level = isinstance(spawner, NodeContext)
-        if link and top_level:
-            raise KernelError("the node's context cannot link; use spawn_monitor or a supervisor")
-        ref = self.make_ref() if monitor else None
-        me = spawner.pid
-        if worker == self.index:
-            pid = await self.spawn_local(cls, args, kwargs, me, name, link, ref, key)
-        else:
-            def adopt(child: Pid) -> None:
-                # Runs as the reply is decoded, before any later signal from the child is.
-                if not spawner.alive:
-                    if link:
-                        self.signal(child, wire.EXIT, me, "noproc", True)
-                    if ref is not None:
-                        self.signal(child, wire.DEMONITOR, ref)
-                    return
-                if link:
-                    spawner._on_link(child)
-                if ref is not None:
-                    if spawner._watching is None:
-                        spawner._watching = {}
-                    spawner._watching[ref] = child
-
-            pid = await self.rpc(worker, "spawn", (cls, args, kwargs, me, name, link, ref, key), adopt)
-        if top_level:
-            self.top_level.append(pid)  # however the node's code spawned it, its close stops it in order
-        return (pid, ref) if monitor else pid
-
-    def place(self) -> int:
-        """Round-robin over the workers, skipping a slot that is being replaced while another is up."""
-        index = self._rr % self.workers
-        for _ in range(self.workers):
-            index = self._rr % self.workers
-            self._rr += 1
-            if index not in self.down:
-                break
-        return index
-
-    async def spawn_local(self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], parent: Pid,
-                          name: Any, link: bool, ref: Ref | None, key: Any) -> Pid:
-        """Create a process here; returns once its ``init`` (or ``restore``) finished."""
-        proc: Proc = Process(cls) if not isinstance(cls, type) else cls()
-        pid = self.next_pid()
-        proc._bind(self, pid, parent, name, key)
-        self.procs[pid.serial] = proc
-        if name is not None:
-            try:
-                await self.register_name(name, pid)
-            except BaseException:
-                del self.procs[pid.serial]
-                proc.alive = False
-                raise
-        restored = None
-        if isinstance(proc, Actor) and type(proc)._policy is not None and self.store is not None \
-                and proc.key is not None:
-            try:
-                restored = await self.store.activate(proc)
-            except Exception as exc:
-                reason = Crash.from_exception(exc)
-                proc._finish(reason)
-                raise ActorExited(reason, pid) from None
-        await proc._start(args, kwargs, restored)  # type: ignore[attr-defined]
-        if proc._exiting:
-            raise ActorExited("killed", pid)
-        if link:
-            proc._on_link(parent)
-            spawner = self.local(parent) if parent.worker == self.index else None
-            if spawner is not None:
-                spawner._on_link(pid)
-        if ref is not None:
-            proc._on_monitor(parent, ref)
-            spawner = self.local(parent) if parent.worker == self.index else None
-            if spawner is not None:
-                if spawner._watching is None:
-                    spawner._watching = {}
-                spawner._watching[ref] = pid
-        return pid
-
     # -- names ----------------------------------------------------------------------------------
-
-    async def register_name(self, name: Any, pid: Pid) -> None:
-        """Register at the authority (the node); the reply comes after every replica has the name."""
-        await self.rpc(NODE, "register", (name, pid, False))
-
-    def _rpc_adopt(self, serial: int, inc: int, name: Any) -> bool:
-        proc = self.local(Pid(self.index, serial, inc))
-        if proc is None:
-            return False
-        if proc.name is None:
-            proc.name = name
-            if proc.key is None:
-                proc.key = name
-        return True
-
-    def _rpc_by_key(self, key: Any) -> Pid | None:
-        """The live local actor whose checkpoint key is ``key`` (operators' tools; a scan)."""
-        for proc in self.procs.values():
-            if proc.key == key and not proc._exiting:
-                return proc.pid
-        return None
-
-    def _rpc_trace(self, serial: int, inc: int, n: int) -> None:
-        pid = Pid(self.index, serial, inc)
-        proc = self.local(pid)
-        if proc is None:
-            raise NoProc(pid)
-        if not isinstance(proc, Actor):
-            raise TypeError(f"dest must name an Actor to be traced; {pid!r} is a raw process "
-                            f"({type(proc).__name__}), whose receive is not traced")
-        self.traces.start(proc, n)
-
-    def _rpc_trace_log(self, serial: int, inc: int) -> TraceLog:
-        found = self.traces.log(serial, inc)
-        if found is None:
-            raise NotTraced(Pid(self.index, serial, inc))
-        return found
 
     def release(self, proc: Proc) -> None:
         """An exiting process gives up its table slot and names, before its exit signals go out."""
@@ -757,63 +582,6 @@ class Runtime:
         for name in self.names.names_of(proc.pid):
             self.names.remove(name, proc.pid)
             self.note(NODE, "name_del", name, proc.pid)
-
-    def _note_name_del(self, name: Any, pid: Pid) -> None:
-        self.names.remove(name, pid)
-
-    # -- worker lifecycle -----------------------------------------------------------------------
-
-    def worker_down(self, index: int, inc: int) -> None:
-        """Worker ``index`` (incarnation ``inc``) died: everything that pointed into it fires now."""
-        if self.incarnations.get(index, -1) > inc:
-            return
-        self.incarnations[index] = inc + 1
-        self.down.add(index)
-        peer = self.peers.get(index)
-        if peer is not None:
-            peer.mark_down()
-        self.names.forget_worker(index, inc)
-        self.fail_calls(index, inc, ActorExited("worker_down", Pid(index, 0, inc)))
-        for proc in list(self.procs.values()):
-            if not proc._exiting:
-                proc._on_worker_down(index, inc)
-
-    def fail_calls(self, index: int, inc: int | None, error: BaseException) -> None:
-        """Fail the pending calls into worker ``index`` (incarnation ``inc``; None: any) with ``error``."""
-        for ref, entry in list(self.calls.items()):
-            if entry[1] == index and (inc is None or entry[2] == inc) and not entry[0].done():
-                entry[0].set_exception(error)
-                del self.calls[ref]
-
-    def worker_up(self, index: int, inc: int) -> None:
-        self.incarnations[index] = inc
-        self.down.discard(index)
-        self.peer(index).mark_up()  # connect now, not at the first message
-
-    async def connect_peers(self, budget: float = 3.0) -> None:
-        """Connect to every other worker (retrying those not listening yet), within ``budget`` seconds.
-
-        A worker does this before it reports ready, so the links and monitors its actors set up never
-        wait behind a handshake while a third process's message to the target does not (API.md
-        section 12, causal set-up). A peer still missing after the budget is connected on first use.
-        """
-        deadline = self.loop.time() + budget
-        pending = [i for i in range(self.workers) if i != self.index]
-        delay = 0.005
-        while pending:
-            left = deadline - self.loop.time()
-            if left <= 0:
-                log.warning("workers %s not reachable within %.0fs; connecting on first use", pending, budget)
-                return
-            try:
-                async with asyncio.timeout(left):
-                    ok = await asyncio.gather(*(self.peer(i).connected() for i in pending))
-            except TimeoutError:
-                continue
-            pending = [i for i, up in zip(pending, ok, strict=True) if not up]
-            if pending:
-                await asyncio.sleep(min(delay, max(0.0, deadline - self.loop.time())))
-                delay = min(delay * 2, 0.1)
 
     def fence(self) -> None:
         """Self-fencing: stop every persistent actor of this process now (its node lost its lease, so
@@ -837,38 +605,7 @@ class Runtime:
         await self.store.persist(actor)
 
 
-_ALWAYS_THERE = ("builtins.", "copyreg.", "cloudpickle.", "kernel.")
-
-
-def _pickled_types(data: bytes) -> str:
-    """The classes and functions a pickle refers to, for an error message (not a fast path)."""
-    names: list[str] = []
-    strings: list[str] = []
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
-                strings.append(str(arg))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                names.append(f"{strings[-2]}.{strings[-1]}")
-            elif op.name == "GLOBAL":
-                names.append(str(arg).replace(" ", "."))
-    except Exception:
-        pass
-    found = [n for n in dict.fromkeys(names) if not n.startswith(_ALWAYS_THERE)]
-    return "a message referring to " + ", ".join(found[:4]) if found else "a message"
-
-
 def _check_timeout(timeout: Any) -> None:
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
                                 or not timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-
-
-def check_spawnable(cls: Any) -> None:
-    if isinstance(cls, type):
-        if not issubclass(cls, Actor):
-            raise TypeError(f"cls must be an Actor subclass or an async function, got class {cls.__name__}")
-        return
-    if not inspect.iscoroutinefunction(cls):
-        raise TypeError(f"cls must be an Actor subclass or an `async def fn(ctx, ...)`, got {cls!r}")
-
