@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Hashable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["HashPlacement", "Placement", "as_placement", "stable_hash"]
+__all__ = ["ClusterPlacement", "HashPlacement", "Placement", "as_placement", "place_member", "stable_hash"]
+
+M = TypeVar("M", bound=Hashable)
 
 
 @runtime_checkable
@@ -76,6 +78,130 @@ def as_placement(placement: object) -> Placement:
         "placement must be None, a Placement (with place(key, workers)) or a function "
         f"(key, workers) -> worker index, got {placement!r}"
     )
+
+
+def place_member(key: Hashable, members: Iterable[M]) -> M:
+    """The member that hosts ``key``: rendezvous (highest random weight) hashing over ``members``.
+
+    Each member scores ``stable_hash((key, member))``; the highest wins (ties, which need equal 64-bit
+    hashes, go to the greater encoding), so the answer depends only on the *set* of members, never on
+    their order, and is the same in every process and run. Removing a member moves only the keys it
+    held; adding one moves onto it only the keys it now wins, about ``1/(n+1)`` of them.
+
+    Cost: one blake2b per member, so linear in ``len(members)``; ``ClusterPlacement`` keeps a cluster's
+    cost to one hash per node plus one per worker of the chosen node.
+
+    Raises:
+        ValueError: ``members`` is empty.
+    """
+    return _highest(_head(key), [(_part(member), member) for member in members], key)
+
+
+class ClusterPlacement(Generic[M]):
+    """Placement over a live member set that the membership replaces with ``update(members)``.
+
+    Why rendezvous rather than a ring of tokens: it moves the minimum (losing a member moves only its
+    keys, a new member takes only the keys it wins), there are no virtual nodes to tune for balance, and
+    every node that holds the same member list computes the same answer with no coordination.
+
+    Members are worker indices (one host: plain ints) or ``(node_id, worker)`` pairs (a cluster). Pairs
+    are placed in two rounds: the node by rendezvous over the node ids, then the worker by rendezvous
+    over that node's members. That costs one hash per node plus one per worker of the chosen node
+    instead of one per worker of the cluster, and keeps both movement promises: losing a worker moves
+    only that worker's keys (to its node's other workers), losing a node only that node's. The price:
+    each node gets an equal share of keys whatever its number of workers.
+
+    ``update`` swaps one immutable snapshot, so a placement running beside it sees the old or the new
+    member set, never a mix.
+    """
+
+    __slots__ = ("_groups", "_members", "_ranges")
+
+    # Rendezvous input for the first round: (node part, (node, its workers' round or None)).
+    _groups: list[tuple[bytes, tuple[Any, list[tuple[bytes, M]] | None]]]
+
+    def __init__(self, members: Iterable[M] = ()) -> None:
+        self._ranges: dict[int, list[tuple[bytes, int]]] = {}
+        self.update(members)
+
+    @property
+    def members(self) -> tuple[M, ...]:
+        """The live member set, as last given to ``update``."""
+        return self._members
+
+    def update(self, members: Iterable[M]) -> None:
+        """Replace the live member set (all single members, or all ``(node_id, worker)`` pairs).
+
+        Raises:
+            ValueError: ``members`` mixes pairs and single members.
+        """
+        members = tuple(members)
+        groups: list[tuple[bytes, tuple[Any, list[tuple[bytes, M]] | None]]]
+        pairs = [isinstance(member, tuple) and len(member) == 2 for member in members]
+        if all(pairs) and members:
+            nodes: dict[bytes, tuple[Any, list[tuple[bytes, M]]]] = {}
+            for member in members:
+                node = member[0]  # type: ignore[index]  # a pair, checked above
+                nodes.setdefault(_part(node), (node, []))[1].append((_part(member), member))
+            groups = [(part, (node, workers)) for part, (node, workers) in nodes.items()]
+        elif any(pairs):
+            raise ValueError("members must be all (node_id, worker) pairs or all single members, "
+                             f"got {members!r}")
+        else:
+            groups = [(_part(member), (member, None)) for member in members]
+        self._members, self._groups = members, groups
+
+    def place_member(self, key: Hashable) -> M:
+        """The live member that hosts ``key`` (see the class docstring for the rounds).
+
+        Raises:
+            ValueError: the member set is empty (the message names ``members``).
+        """
+        head = _head(key)
+        node, workers = _highest(head, self._groups, key)
+        # Invariant: workers is None only in a set of single members, where the node is the member.
+        return node if workers is None else _highest(head, workers, key)
+
+    def place(self, key: Hashable, workers: int) -> int:
+        """The ``Placement`` protocol on one host: rendezvous over worker indices ``0..workers-1``.
+
+        Independent of the member set, so a single-host ``Entities`` can use this object unchanged.
+        """
+        ranked = self._ranges.get(workers)
+        if ranked is None:
+            ranked = self._ranges[workers] = [(_part(index), index) for index in range(workers)]
+        return _highest(_head(key), ranked, key)
+
+    def __repr__(self) -> str:
+        return f"ClusterPlacement({list(self._members)!r})"
+
+
+_T = TypeVar("_T")
+
+
+def _head(key: object) -> bytes:
+    # _encode((key, member)) is _head(key) + _part(member): each member then costs one blake2b.
+    return b"t" + _part(key)
+
+
+def _part(value: object) -> bytes:
+    encoded = _encode(value)
+    return struct.pack(">I", len(encoded)) + encoded
+
+
+def _highest(head: bytes, ranked: list[tuple[bytes, _T]], key: object) -> _T:
+    # Big-endian 8-byte digests compare as the integers stable_hash returns; the part appended after
+    # the digest breaks (64-bit) ties the same way whatever the members' order.
+    if not ranked:
+        raise ValueError(f"members is empty: there is no member to place {key!r} on; "
+                         "give at least one live member")
+    blake2b = hashlib.blake2b
+    best_score, best = b"", ranked[0][1]
+    for part, value in ranked:
+        score = blake2b(head + part, digest_size=8).digest() + part
+        if score > best_score:
+            best_score, best = score, value
+    return best
 
 
 def stable_hash(key: object) -> int:
