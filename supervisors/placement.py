@@ -83,51 +83,52 @@ def as_placement(placement: object) -> Placement:
 def place_member(key: Hashable, members: Iterable[M]) -> M:
     """The member that hosts ``key``: rendezvous (highest random weight) hashing over ``members``.
 
-    Each member scores ``stable_hash((key, member))``; the highest wins (ties, which need equal 64-bit
-    hashes, go to the greater encoding), so the answer depends only on the *set* of members, never on
-    their order, and is the same in every process and run. Removing a member moves only the keys it
-    held; adding one moves onto it only the keys it now wins, about ``1/(n+1)`` of them.
+    Single members (one host: worker indices) each score ``stable_hash((key, member))`` and the highest
+    wins. ``(node_id, worker)`` pairs (a cluster) are placed in two rounds, each the same contest: the
+    node among the node ids, then the worker among that node's pairs. Either way the answer depends
+    only on the *set* of members, never on their order (ties, which need equal 64-bit hashes, go to the
+    greater encoding), and is the same in every process and run. Removing a member moves only the keys
+    it held; adding one moves onto it only the keys it now wins, about ``1/(n+1)`` of them.
 
-    Cost: one blake2b per member, so linear in ``len(members)``; ``ClusterPlacement`` keeps a cluster's
-    cost to one hash per node plus one per worker of the chosen node.
+    Why two rounds for pairs: one hash per node plus one per worker of the chosen node instead of one
+    per worker of the cluster (100 nodes x 8 workers: 108 hashes, not 800), and both movement promises
+    still hold (losing a worker moves only its keys, to its node's other workers; losing a node only
+    that node's). The price: each node gets an equal share of keys whatever its number of workers.
+
+    Cost: linear in the members, each encoded on every call; ``ClusterPlacement`` encodes them once.
 
     Raises:
-        ValueError: ``members`` is empty.
+        ValueError: ``members`` is empty, or mixes pairs and single members.
     """
-    return _highest(_head(key), [(_part(member), member) for member in members], key)
+    return _place(_head(key), _rounds(tuple(members)), key)
 
 
 class ClusterPlacement(Generic[M]):
-    """Placement over a live member set that the membership replaces with ``update(members)``.
+    """``place_member`` over a live member set that the membership replaces with ``update(members)``.
 
     Why rendezvous rather than a ring of tokens: it moves the minimum (losing a member moves only its
     keys, a new member takes only the keys it wins), there are no virtual nodes to tune for balance, and
     every node that holds the same member list computes the same answer with no coordination.
 
-    Members are worker indices (one host: plain ints) or ``(node_id, worker)`` pairs (a cluster). Pairs
-    are placed in two rounds: the node by rendezvous over the node ids, then the worker by rendezvous
-    over that node's members. That costs one hash per node plus one per worker of the chosen node
-    instead of one per worker of the cluster, and keeps both movement promises: losing a worker moves
-    only that worker's keys (to its node's other workers), losing a node only that node's. The price:
-    each node gets an equal share of keys whatever its number of workers.
-
-    ``update`` swaps one immutable snapshot, so a placement running beside it sees the old or the new
-    member set, never a mix.
+    ``update`` encodes the members once and swaps one snapshot (members, rounds, and a cache of answers
+    by the key's encoding, so a hot key costs one encoding and a dict look-up, not a hash per node), so
+    a placement running beside it sees the old or the new member set, never a mix. The cache is keyed by
+    the encoding, not the key, because ``1 == True`` yet they place apart; it is emptied when it holds
+    ``CACHE_SIZE`` answers.
     """
 
-    __slots__ = ("_groups", "_members", "_ranges")
+    CACHE_SIZE = 1 << 16
 
-    # Rendezvous input for the first round: (node part, (node, its workers' round or None)).
-    _groups: list[tuple[bytes, tuple[Any, list[tuple[bytes, M]] | None]]]
+    __slots__ = ("_ranges", "_snapshot")
 
     def __init__(self, members: Iterable[M] = ()) -> None:
-        self._ranges: dict[int, list[tuple[bytes, int]]] = {}
+        self._ranges: dict[int, _Round[int]] = {}
         self.update(members)
 
     @property
     def members(self) -> tuple[M, ...]:
         """The live member set, as last given to ``update``."""
-        return self._members
+        return self._snapshot[0]
 
     def update(self, members: Iterable[M]) -> None:
         """Replace the live member set (all single members, or all ``(node_id, worker)`` pairs).
@@ -136,31 +137,22 @@ class ClusterPlacement(Generic[M]):
             ValueError: ``members`` mixes pairs and single members.
         """
         members = tuple(members)
-        groups: list[tuple[bytes, tuple[Any, list[tuple[bytes, M]] | None]]]
-        pairs = [isinstance(member, tuple) and len(member) == 2 for member in members]
-        if all(pairs) and members:
-            nodes: dict[bytes, tuple[Any, list[tuple[bytes, M]]]] = {}
-            for member in members:
-                node = member[0]  # type: ignore[index]  # a pair, checked above
-                nodes.setdefault(_part(node), (node, []))[1].append((_part(member), member))
-            groups = [(part, (node, workers)) for part, (node, workers) in nodes.items()]
-        elif any(pairs):
-            raise ValueError("members must be all (node_id, worker) pairs or all single members, "
-                             f"got {members!r}")
-        else:
-            groups = [(_part(member), (member, None)) for member in members]
-        self._members, self._groups = members, groups
+        self._snapshot: tuple[tuple[M, ...], _Rounds[M], dict[bytes, M]] = (members, _rounds(members), {})
 
     def place_member(self, key: Hashable) -> M:
-        """The live member that hosts ``key`` (see the class docstring for the rounds).
+        """``place_member(key, self.members)``, without encoding the members again.
 
         Raises:
             ValueError: the member set is empty (the message names ``members``).
         """
+        _, rounds, cache = self._snapshot
         head = _head(key)
-        node, workers = _highest(head, self._groups, key)
-        # Invariant: workers is None only in a set of single members, where the node is the member.
-        return node if workers is None else _highest(head, workers, key)
+        member = cache.get(head)
+        if member is None:
+            if len(cache) >= self.CACHE_SIZE:
+                cache.clear()
+            member = cache[head] = _place(head, rounds, key)
+        return member
 
     def place(self, key: Hashable, workers: int) -> int:
         """The ``Placement`` protocol on one host: rendezvous over worker indices ``0..workers-1``.
@@ -173,10 +165,34 @@ class ClusterPlacement(Generic[M]):
         return _highest(_head(key), ranked, key)
 
     def __repr__(self) -> str:
-        return f"ClusterPlacement({list(self._members)!r})"
+        return f"ClusterPlacement({list(self.members)!r})"
 
 
 _T = TypeVar("_T")
+# One rendezvous contest: (encoded candidate, candidate) for each candidate.
+_Round = list[tuple[bytes, _T]]
+# The first contest, with each candidate's second one: a node's round of pairs, or None for a single member.
+_Rounds = _Round[tuple[Any, "_Round[M] | None"]]
+
+
+def _rounds(members: tuple[M, ...]) -> _Rounds[M]:
+    pairs = [isinstance(member, tuple) and len(member) == 2 for member in members]
+    if members and all(pairs):
+        nodes: dict[bytes, tuple[Any, _Round[M]]] = {}
+        for member in members:
+            node = member[0]  # type: ignore[index]  # a pair, checked above
+            nodes.setdefault(_part(node), (node, []))[1].append((_part(member), member))
+        return [(part, (node, workers)) for part, (node, workers) in nodes.items()]
+    if any(pairs):
+        raise ValueError("members must be all (node_id, worker) pairs or all single members, "
+                         f"got {members!r}")
+    return [(_part(member), (member, None)) for member in members]
+
+
+def _place(head: bytes, rounds: _Rounds[M], key: object) -> M:
+    node, workers = _highest(head, rounds, key)
+    # Invariant: workers is None only for a single member, which is then the node itself.
+    return node if workers is None else _highest(head, workers, key)
 
 
 def _head(key: object) -> bytes:

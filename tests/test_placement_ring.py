@@ -28,10 +28,10 @@ ints_st = st.sets(st.integers(-1000, 1000), min_size=1, max_size=12)
 pairs_st = st.sets(st.tuples(st.integers(0, 20), st.integers(0, 7)), min_size=1, max_size=24)
 members_st = st.one_of(ints_st, pairs_st)
 
-# Both placers: the flat primitive and the two-round ClusterPlacement, each as (key, members) -> member.
+# Both ways in, each as (key, members) -> member: the function, and ClusterPlacement (members encoded once).
 Placer = Callable[[Hashable, Sequence[Any]], Any]
 PLACERS: dict[str, Placer] = {
-    "flat": place_member,
+    "function": place_member,
     "cluster": lambda key, members: ClusterPlacement(members).place_member(key),
 }
 placers = pytest.mark.parametrize("place", PLACERS.values(), ids=PLACERS.keys())
@@ -46,10 +46,18 @@ def _table(place: Placer, members: Sequence[Any], keys: Sequence[Hashable] = SOM
 
 
 @quick
-@given(key=keys_st, members=members_st)
-def test_place_member_is_the_member_with_the_highest_stable_hash_of_key_and_member(
-        key: Hashable, members: set[Any]) -> None:
+@given(key=keys_st, members=ints_st)
+def test_a_single_member_wins_by_the_highest_stable_hash_of_key_and_member(key: Hashable,
+                                                                           members: set[int]) -> None:
     assert place_member(key, members) == max(members, key=lambda m: stable_hash((key, m)))
+
+
+@quick
+@given(key=keys_st, members=pairs_st)
+def test_a_pair_wins_by_its_node_then_by_its_worker(key: Hashable, members: set[tuple[int, int]]) -> None:
+    node = max({n for n, _ in members}, key=lambda n: stable_hash((key, n)))
+    pair = max((m for m in members if m[0] == node), key=lambda m: stable_hash((key, m)))
+    assert place_member(key, members) == pair == ClusterPlacement(members).place_member(key)
 
 
 @placers
@@ -70,6 +78,7 @@ def test_placement_is_pinned_across_processes_and_releases() -> None:
     cluster = ClusterPlacement([(n, w) for n in range(3) for w in range(2)])
     pinned = [(2, 1), (2, 1), (0, 1), (1, 1)]
     assert [cluster.place_member(k) for k in ("a", "user-1", 42, (1, "x"))] == pinned
+    assert [place_member(k, cluster.members) for k in ("a", "user-1", 42, (1, "x"))] == pinned
 
 
 @placers
@@ -144,6 +153,26 @@ def test_cluster_update_replaces_the_member_set() -> None:
     assert repr(cluster) == "ClusterPlacement([(2, 0)])"
 
 
+def test_cluster_cache_tells_equal_keys_with_different_encodings_apart() -> None:
+    cluster = ClusterPlacement(range(6))
+    # 1 == True (one dict key), yet they encode, and so place, apart.
+    assert (cluster.place_member(1), cluster.place_member(True)) == (0, 5) == (
+        place_member(1, range(6)), place_member(True, range(6)))
+    assert (cluster.place_member(True), cluster.place_member(1)) == (5, 0)  # now from the cache
+
+
+class SmallCache(ClusterPlacement[int]):
+    CACHE_SIZE = 4
+    __slots__ = ()
+
+
+def test_cluster_cache_stays_bounded_and_right() -> None:
+    cluster = SmallCache(range(5))
+    for _ in range(2):
+        assert [cluster.place_member(k) for k in SOME_KEYS] == [place_member(k, range(5)) for k in SOME_KEYS]
+        assert len(cluster._snapshot[2]) <= 4
+
+
 def test_no_members_or_mixed_members_are_refused_naming_members() -> None:
     with pytest.raises(ValueError, match="members"):
         place_member("k", [])
@@ -151,6 +180,8 @@ def test_no_members_or_mixed_members_are_refused_naming_members() -> None:
         ClusterPlacement().place_member("k")
     with pytest.raises(ValueError, match="members"):
         ClusterPlacement([1, (1, 0)])
+    with pytest.raises(ValueError, match="members"):
+        place_member("k", [(1, 0), 2])
     cluster = ClusterPlacement([1])
     cluster.update([])
     with pytest.raises(ValueError, match="members"):
