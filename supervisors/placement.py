@@ -1,10 +1,13 @@
 """Where an entity lives: one small interface between ``Entities`` and the workers it spreads over.
 
 Why an interface of one method: the only question ``Entities`` asks is "which worker hosts key K, given
-the workers there are"; on one host the answer is a stable hash, and the cluster (API section 15) will
-answer it across hosts behind the same method. Placement is decided in one place only (the entities'
-supervisor in the node process), so it needs to be stable across restarts of the node, not across
-processes.
+the workers there are"; on one host the answer is a stable hash. Placement is decided in one place only
+(the entities' supervisor in the node process), so it needs to be stable across restarts of the node.
+
+A cluster (API section 15) asks "which member of the live membership hosts key K", and every node must
+answer alike without asking the others: ``place_member`` and ``ClusterPlacement`` answer by rendezvous
+hashing over ``(node_id, worker)`` members, the same in every process and run, so adding or losing a
+node moves only its share of the keys.
 """
 
 from __future__ import annotations
