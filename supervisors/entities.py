@@ -25,11 +25,11 @@ from collections.abc import Hashable, Mapping
 from typing import Any, NamedTuple
 
 import kernel
-from kernel import Actor, ActorExited, AlreadyStarted, CallTimeout, Crash, Exit, NoProc, Pid
+from kernel import Actor, ActorExited, AlreadyStarted, CallTimeout, Crash, Down, Exit, NoProc, Pid
 
 from .errors import SupervisorError
 from .intensity import RestartIntensity, check_intensity
-from .placement import Placement, as_placement
+from .placement import Placement, as_placement, place_member
 from .shutdown import shutdown_many
 from .spec import ChildSpec, is_clean_exit
 
@@ -219,8 +219,13 @@ _IDLE_CLASSES: dict[tuple[type[Actor], float], type[Actor]] = {}
 
 def restarts_for(reason: Any) -> bool:
     """Whether an entity that exited with ``reason`` is restarted now (a crash, a kill) rather than left
-    passive until its next message (a clean exit, a passivation, its worker's death)."""
-    return not (is_clean_exit(reason) or reason == "worker_down")
+    passive until its next message (a clean exit, a passivation, its worker's or node's death, its node
+    losing its cluster lease)."""
+    return not (is_clean_exit(reason) or reason in _PASSIVE_REASONS)
+
+
+#: Exits after which an entity waits for its next message (on a live worker, or another node).
+_PASSIVE_REASONS = frozenset({"worker_down", "node_down", "lease_lost"})
 
 
 class EntitiesSupervisor(Actor):
@@ -255,12 +260,18 @@ class EntitiesSupervisor(Actor):
         #: Exits of entities whose ``_Started`` note is still queued behind them.
         self._ent_early: dict[Pid, Any] = {}
         self._ent_tasks: set[asyncio.Task[None]] = set()
+        #: Monitors of entities another cluster node hosts for this one's callers: ref -> key.
+        self._ent_remote: dict[Any, Hashable] = {}
         self.child_restarts = {}
 
     # -- introspection (the snapshot and the observer read these) --------------------------------
 
     def children(self) -> list[Pid]:
-        return list(self._ent_active.values())
+        return [pid for pid in self._ent_active.values() if not pid.node]
+
+    def _ent_local(self) -> dict[Hashable, Pid]:
+        """The running entities this supervisor supervises (not the routes to other nodes' entities)."""
+        return {key: pid for key, pid in self._ent_active.items() if not pid.node}
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -272,12 +283,20 @@ class EntitiesSupervisor(Actor):
                     return pid
                 self._ent_want(key, ("call", caller))
                 return kernel.NoReply
+            case ("activate_here", key):  # from another cluster node that placed the key on this one
+                pid = self._ent_active.get(key)
+                if pid is not None and not pid.node:
+                    return pid
+                if pid is not None:  # a route from before a membership change: this node hosts it now
+                    del self._ent_active[key]
+                self._ent_want(key, ("call", caller), here=True)
+                return kernel.NoReply
             case ("active",):
-                return dict(self._ent_active)
+                return self._ent_local()
             case ("which_children",):
-                return [(key, pid, "worker") for key, pid in self._ent_active.items()]
+                return [(key, pid, "worker") for key, pid in self._ent_local().items()]
             case ("count_children",):
-                n = len(self._ent_active)
+                n = len(self._ent_local())
                 return {"specs": n, "active": n, "supervisors": 0, "workers": n}
         return SupervisorError("bad_request", None, request)
 
@@ -293,6 +312,11 @@ class EntitiesSupervisor(Actor):
     async def handle_info(self, message: Any) -> None:
         if isinstance(message, _Started):
             await self._ent_started(message)
+        elif isinstance(message, Down):
+            key = self._ent_remote.pop(message.ref, None)
+            if key is not None and self._ent_active.get(key) == message.pid:
+                del self._ent_active[key]  # its node hosts it no more (or is down): route again
+                self._ent_keys.pop(message.pid, None)
         elif isinstance(message, Exit):
             key = self._ent_keys.pop(message.pid, None)
             if key is None:
@@ -306,19 +330,25 @@ class EntitiesSupervisor(Actor):
 
     # -- activation ------------------------------------------------------------------------------
 
-    def _ent_want(self, key: Hashable, waiter: tuple[str, Any]) -> None:
+    def _ent_want(self, key: Hashable, waiter: tuple[str, Any], here: bool = False) -> None:
         waiting = self._ent_waiting.get(key)
         if waiting is not None:
             waiting.append(waiter)
             return
         self._ent_waiting[key] = [waiter]
-        task = asyncio.get_running_loop().create_task(self._ent_spawn(key))
+        task = asyncio.get_running_loop().create_task(self._ent_spawn(key, here))
         self._ent_tasks.add(task)
         task.add_done_callback(self._ent_tasks.discard)
 
-    async def _ent_spawn(self, key: Hashable) -> None:
+    async def _ent_spawn(self, key: Hashable, here: bool = False) -> None:
         ents = self.entities
         try:
+            if not here:
+                owner = self._ent_owner(key)
+                if owner is not None:
+                    pid = await self._ent_forward(owner, key)
+                    self.send(self.pid, _Started(key, pid, None))
+                    return
             workers = kernel.worker_count()
             worker = ents.placement.place(key, workers)
             if isinstance(worker, bool) or not isinstance(worker, int) or not 0 <= worker < workers:
@@ -333,6 +363,32 @@ class EntitiesSupervisor(Actor):
         else:
             self.send(self.pid, _Started(key, pid, None))
 
+    def _ent_owner(self, key: Hashable) -> int | None:
+        """In a cluster, the id of the node that hosts ``key`` when it is another node; else None.
+
+        Rendezvous hashing over the live members' ids (``place_member``): every node derives the same
+        owner from the same membership, so concurrent first messages from every node meet at one
+        supervisor, and a node joining or leaving moves only its share of the keys. The owner then
+        places the entity on one of its own workers with the family's ``placement``.
+        """
+        members = kernel.cluster_members()
+        me = kernel.node_id()
+        if me == 0 or len(members) == 1:
+            return None
+        owner = place_member(key, [node for node, _ in members])
+        return None if owner == me else owner
+
+    async def _ent_forward(self, node: int, key: Hashable) -> Pid:
+        """Have the entities supervisor of cluster node ``node`` activate ``key``; its entity's pid."""
+        ents = self.entities
+        sup = await kernel.whereis(ents.supervisor_name, node=node)
+        if sup is None:
+            raise SupervisorError("not_running", (ents.name, node))
+        reply = await kernel.call(sup, ("activate_here", key), timeout=ACTIVATE_TIMEOUT)
+        if isinstance(reply, Pid):
+            return reply
+        raise ActorExited(reply, ents.entity_name(key))
+
     async def _ent_started(self, note: _Started) -> None:
         key = note.key
         waiting = self._ent_waiting.pop(key, [])
@@ -345,6 +401,8 @@ class EntitiesSupervisor(Actor):
         pid = note.pid
         self._ent_active[key] = pid
         self._ent_keys[pid] = key
+        if pid.node:  # hosted by another node, which supervises it: watch it, to route again once gone
+            self._ent_remote[self.monitor(pid)] = key
         # The messages that asked for the activation go first, then the name: whoever learns the name
         # and sends directly is behind them on the entity's mailbox.
         for how, who in waiting:
@@ -390,7 +448,7 @@ class EntitiesSupervisor(Actor):
         """Stop every running entity at once (final checkpoints written), as a ``DynamicSupervisor``."""
         for task in self._ent_tasks:
             task.cancel()
-        running = [(pid, 5.0) for pid in self._ent_active.values()]
+        running = [(pid, 5.0) for pid in self._ent_local().values()]
         self._ent_active.clear()
         self._ent_keys.clear()
         await shutdown_many(self, running)

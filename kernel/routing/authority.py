@@ -79,7 +79,8 @@ class Authority:
                 break
             if holder == pid:
                 return
-            if holder.worker != NODE and holder.worker not in synced and rt.pid_is_current(holder):
+            if holder.worker != NODE and not holder.node and holder.worker not in synced \
+                    and rt.pid_is_current(holder):
                 synced.add(holder.worker)
                 with contextlib.suppress(ActorExited):  # that worker died: its names are gone now
                     await rt.rpc(holder.worker, "sync", ())
@@ -87,7 +88,7 @@ class Authority:
             raise AlreadyStarted(holder, name)
         if not rt.pid_is_current(pid):
             raise NoProc(pid)
-        if adopt:
+        if adopt and not pid.node:  # another node's process keeps its own names there
             alive = rt.inbound.adopt(pid.serial, pid.incarnation, name) if pid.worker == NODE \
                 else await rt.rpc(pid.worker, "adopt", (pid.serial, pid.incarnation, name))
             if not alive:
