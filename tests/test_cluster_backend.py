@@ -12,6 +12,8 @@ import functools
 import pickle
 import re
 import secrets
+import time
+import types
 from collections.abc import Coroutine, Iterator
 from datetime import datetime
 from typing import Any
@@ -176,6 +178,66 @@ def test_after_a_takeover_the_old_holders_writes_are_refused_and_invisible(db: s
                     await committer.close()
             await ca.close()
             await cb.close()
+
+    run(body())
+
+
+def test_concurrent_first_activations_from_three_nodes_leave_one_holder(db: str) -> None:
+    async def body() -> None:
+        conn = await asyncpg.connect(db)
+        committers: list[GroupCommitter] = []
+        try:
+            members = [Membership(conn, n, f"127.0.0.1:{7001 + i}", lease=60.0) for i, n in enumerate("abc")]
+            for m in members:
+                await m.join()
+                assert m.incarnation is not None
+                committers.append(await committer_for(db, m.node, m.incarnation))
+            for round_ in range(5):
+                key = ("entity", round_)
+                outcomes = await asyncio.gather(*(c.activate(key) for c in committers),
+                                                return_exceptions=True)
+                won = [i for i, o in enumerate(outcomes) if isinstance(o, Activation)]
+                assert len(won) == 1, outcomes
+                winner = members[won[0]].node
+                for o in outcomes:
+                    if not isinstance(o, Activation):
+                        assert isinstance(o, HeldElsewhere) and (o.node, o.fence) == (winner, 1), o
+        finally:
+            for c in committers:
+                await c.close()
+            await conn.close()
+
+    run(body())
+
+
+def test_the_service_passes_a_refused_activation_on_at_once(db: str) -> None:
+    """A key held elsewhere is an answer for the routing, not a transient lock to retry for seconds
+    (the service retries messages that say "locked" or "busy": this key says both)."""
+    async def body() -> None:
+        conn = await asyncpg.connect(db)
+        holder = None
+        try:
+            a = Membership(conn, "a", "127.0.0.1:7001", lease=60.0)
+            b = Membership(conn, "b", "127.0.0.1:7002", lease=60.0)
+            await a.join()
+            await b.join()
+            assert a.incarnation is not None and b.incarnation is not None
+            key = "locked busy cart"
+            holder = await committer_for(db, "a", a.incarnation)
+            await holder.activate(key)
+            service = CheckpointService.on(functools.partial(PgBackend, db, "b", b.incarnation), "pg")
+            try:
+                actor: Any = types.SimpleNamespace(key=key)  # the service reads only its key here
+                began = time.monotonic()
+                with pytest.raises(HeldElsewhere, match="node 'a'"):
+                    await service.activate(actor)
+                assert time.monotonic() - began < 2.0
+            finally:
+                await service.close()
+        finally:
+            if holder is not None:
+                await holder.close()
+            await conn.close()
 
     run(body())
 

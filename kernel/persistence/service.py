@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ActorExited, NotSerializable
+from ..errors import ActorExited, CheckpointWriteFailed, KernelError, NotSerializable
 from ..process.actor import Actor
 from ..terms import Crash
 from .codec import encode
@@ -132,7 +132,9 @@ class CheckpointService:
                 activation = await committer.activate(actor.key)
                 break
             except Exception as exc:
-                if ("locked" not in str(exc) and "busy" not in str(exc).lower()) \
+                # A backend's refusal (HeldElsewhere, LeaseExpired) is an answer, not a transient lock.
+                refused = isinstance(exc, KernelError) and not isinstance(exc, CheckpointWriteFailed)
+                if refused or ("locked" not in str(exc) and "busy" not in str(exc).lower()) \
                         or asyncio.get_running_loop().time() + delay > deadline:
                     raise
                 log.warning("checkpoint store busy (%s); retrying in %.2fs", exc, delay)
