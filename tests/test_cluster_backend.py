@@ -26,7 +26,7 @@ from kernel.cluster.backend import PgBackend
 from kernel.errors import CheckpointWriteFailed, HeldElsewhere, LeaseExpired, StaleEpoch
 from kernel.persistence.codec import key_to_text
 from kernel.persistence.service import CheckpointService
-from kernel.persistence.store import Activation, GroupCommitter
+from kernel.persistence.store import Activate, Activation, GroupCommitter, Write
 from kernel.pgserver import FAST, PostgresServer
 
 #: Bound of every test body (seconds).
@@ -180,6 +180,56 @@ def test_after_a_takeover_the_old_holders_writes_are_refused_and_invisible(db: s
             await cb.close()
 
     run(body())
+
+
+def joined(dsn: str, *nodes: str) -> list[datetime]:
+    """Join ``nodes`` to the cluster (60 s leases); their incarnations."""
+    async def join() -> list[datetime]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            found = []
+            for i, node in enumerate(nodes):
+                m = Membership(conn, node, f"127.0.0.1:{7001 + i}", lease=60.0)
+                await m.join()
+                assert m.incarnation is not None
+                found.append(m.incarnation)
+            return found
+        finally:
+            await conn.close()
+
+    return asyncio.run(join())
+
+
+def test_one_batch_applies_activations_and_writes_in_order_in_one_transaction(db: str) -> None:
+    """The writer thread's view: ``apply`` itself, a blocking call. Activations and writes interleave in
+    one transaction, each in its place: a write after a re-activation under the old fence is refused, a
+    key activated twice gets two fences, a key held by another node is refused alone."""
+    ia, ib = joined(db, "a", "b")
+    a, b = PgBackend(db, "a", ia), PgBackend(db, "b", ib.isoformat())
+    try:
+        (held,) = b.apply([Activate("elsewhere")])
+        assert isinstance(held, Activation) and held.epoch == 1
+        d = [state(n) for n in range(4)]
+        results = a.apply([Activate("z"), Activate("z"), Activate("x"), Activate("y"), Activate("elsewhere"),
+                           Write("x", 1, d[0]), Activate("x"), Write("x", 1, d[1]), Write("x", 2, d[2]),
+                           Write("y", 1, d[3])])
+        assert results[:4] == [Activation(1, None), Activation(2, None), Activation(1, None),
+                               Activation(1, None)]
+        assert isinstance(results[4], HeldElsewhere) and (results[4].node, results[4].fence) == ("b", 1)
+        assert results[5] is True
+        again = results[6]
+        assert isinstance(again, Activation) and again.epoch == 2
+        assert again.record is not None and again.record.state() == 0  # the write just before it
+        assert isinstance(results[7], StaleEpoch) and (results[7].epoch, results[7].current) == (1, 2)
+        assert results[8:] == [True, True]
+        assert a.transactions == 1
+        record = a.load("x")
+        assert record is not None and (record.epoch, record.state()) == (2, 2)
+        assert b.apply([Write("elsewhere", 1, d[0])]) == [True]
+    finally:
+        a.close()
+        b.close()
+        a.close()  # idempotent
 
 
 def test_concurrent_first_activations_from_three_nodes_leave_one_holder(db: str) -> None:

@@ -72,32 +72,35 @@ CREATE TABLE IF NOT EXISTS pyotp_dead_letters (
 );
 """
 
-# A claim for an activation: Directory's claim statement, except that a name this (node, incarnation)
-# holds is taken again too, with the next fence.
+# Claims for activations, many names in one statement: Directory's claim, except that a name this
+# (node, incarnation) holds is taken again too, with the next fence. Names are claimed in sorted order, so
+# two batches of claims lock their rows in one order (no deadlock between them).
 _ACTIVATE = """
 WITH me AS (
     SELECT node, incarnation FROM pyotp_members
     WHERE node = $2 AND incarnation = $3 AND lease_expires > now()
 ), taken AS (
     INSERT INTO pyotp_names AS n (name, node, incarnation, fence)
-    SELECT $1, me.node, me.incarnation, 1 FROM me
+    SELECT w.name, me.node, me.incarnation, 1 FROM unnest($1::text[]) AS w(name), me ORDER BY w.name
     ON CONFLICT (name) DO UPDATE SET node = excluded.node, incarnation = excluded.incarnation,
         fence = n.fence + 1
     WHERE n.node IS NULL OR (n.node = excluded.node AND n.incarnation = excluded.incarnation)
         OR NOT EXISTS (
             SELECT 1 FROM pyotp_members h
             WHERE h.node = n.node AND h.incarnation = n.incarnation AND h.lease_expires > now())
-    RETURNING n.fence
+    RETURNING n.name, n.fence
 )
-SELECT (SELECT fence FROM taken) AS fence, EXISTS (SELECT 1 FROM me) AS member
+SELECT w.name, t.fence, EXISTS (SELECT 1 FROM me) AS member
+FROM unnest($1::text[]) AS w(name) LEFT JOIN taken t ON t.name = w.name
 """
-_HOLDER = """
-SELECT n.node, m.address, n.fence
+_HOLDERS = """
+SELECT n.name, n.node, m.address, n.fence
 FROM pyotp_names n JOIN pyotp_members m ON m.node = n.node AND m.incarnation = n.incarnation
-WHERE n.name = $1 AND m.lease_expires > now()
+WHERE n.name = any($1::text[]) AND m.lease_expires > now()
 """
-_RECORD = """SELECT key, fence, state, codec, class_name, version, extract(epoch FROM updated)::float8,
-digest FROM pyotp_checkpoints WHERE key = $1"""
+_COLUMNS = "key, fence, state, codec, class_name, version, extract(epoch FROM updated)::float8, digest"
+_RECORD = f"SELECT {_COLUMNS} FROM pyotp_checkpoints WHERE key = $1"
+_RECORDS = f"SELECT {_COLUMNS} FROM pyotp_checkpoints WHERE key = any($1::text[])"
 # kernel.cluster.store's fenced batch write, with the SQLite record's columns; keys distinct per call.
 _WRITE = """
 WITH w AS (
@@ -132,6 +135,23 @@ _ATTEMPTS = 20
 
 def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _rounds(run: list[int], texts: Sequence[str]) -> list[list[int]]:
+    """``run`` in rounds that hold each key once, in order: a statement upserts one row once.
+
+    A key's second op (a write under another fence: same-fence repeats were superseded; or another
+    activation) goes to the next round, so it lands after the first.
+    """
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i in run:
+        n = seen.get(texts[i], 0)
+        seen[texts[i]] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(i)
+    return rounds
 
 
 class PgBackend:
@@ -278,52 +298,61 @@ class PgBackend:
                            results: list[bool | Activation | KernelError]) -> None:
         conn = await self._connection()
         async with conn.transaction():
-            run: list[int] = []  # consecutive writes, in as few statements as their keys allow
+            # Consecutive writes, or consecutive activations, go in as few statements as their keys allow.
+            run: list[int] = []
             for i in [*todo, -1]:
                 op = ops[i] if i >= 0 else None
-                if isinstance(op, Write):
-                    run.append(i)
-                    continue
-                if run:
-                    await self._write_run(conn, ops, texts, run, unchanged, digests, results)
+                if run and type(op) is not type(ops[run[0]]):
+                    if isinstance(ops[run[0]], Write):
+                        await self._write_run(conn, ops, texts, run, unchanged, digests, results)
+                    else:
+                        await self._activate_run(conn, ops, texts, run, results)
                     run = []
-                if isinstance(op, Activate):
-                    results[i] = await self._activate(conn, op.key, texts[i])
+                if op is not None:
+                    run.append(i)
 
-    async def _activate(self, conn: Any, key: Any, text: str) -> Activation | KernelError:
-        for _ in range(_ATTEMPTS):
-            claim = await conn.fetchrow(_ACTIVATE, text, self.node, self.incarnation)
-            if claim["fence"] is not None:
-                row = await conn.fetchrow(_RECORD, text)
-                record = None if row is None else Record(key_from_text(row[0]), *row[1:])
-                return Activation(claim["fence"], record)
-            holder = await conn.fetchrow(_HOLDER, text)
-            if holder is not None:
-                return HeldElsewhere(key, holder["node"], holder["address"], holder["fence"])
-            if not claim["member"]:
-                return LeaseExpired(self.node, f"found when activating {key!r}")
-        raise RuntimeError(f"activation of {key!r} lost {_ATTEMPTS} times to holders that were gone at once")
+    async def _activate_run(self, conn: Any, ops: Sequence[Write | Activate], texts: Sequence[str],
+                            run: list[int], results: list[bool | Activation | KernelError]) -> None:
+        for batch in _rounds(run, texts):
+            pending = batch
+            for _ in range(_ATTEMPTS):
+                names = [texts[i] for i in pending]
+                claims = {row["name"]: row for row in
+                          await conn.fetch(_ACTIVATE, names, self.node, self.incarnation)}
+                taken = [i for i in pending if claims[texts[i]]["fence"] is not None]
+                if taken:
+                    records = {row[0]: Record(key_from_text(row[0]), *row[1:]) for row in
+                               await conn.fetch(_RECORDS, [texts[i] for i in taken])}
+                    for i in taken:
+                        results[i] = Activation(claims[texts[i]]["fence"], records.get(texts[i]))
+                refused = [i for i in pending if claims[texts[i]]["fence"] is None]
+                if not refused:
+                    break
+                holders = {row["name"]: row for row in
+                           await conn.fetch(_HOLDERS, [texts[i] for i in refused])}
+                pending = []
+                for i in refused:
+                    holder = holders.get(texts[i])
+                    if holder is not None:
+                        results[i] = HeldElsewhere(ops[i].key, holder["node"], holder["address"],
+                                                   holder["fence"])
+                    elif not claims[texts[i]]["member"]:
+                        results[i] = LeaseExpired(self.node, f"found when activating {ops[i].key!r}")
+                    else:  # its holder's lease ran out between the claim and the read: claim again
+                        pending.append(i)
+                if not pending:
+                    break
+            else:
+                raise RuntimeError(f"activation of {[ops[i].key for i in pending]!r} lost {_ATTEMPTS} "
+                                   "times to holders that were gone at once")
 
     async def _write_run(self, conn: Any, ops: Sequence[Write | Activate], texts: Sequence[str],
                          run: list[int], unchanged: set[int], digests: dict[int, bytes],
                          results: list[bool | Activation | KernelError]) -> None:
-        # Invariant: one statement holds each key once (one row is upserted once per statement); a key
-        # written again (under another fence: same-fence repeats were superseded) goes to the next round.
-        rounds: list[list[int]] = []
-        seen: dict[str, int] = {}
-        checks: list[int] = []
-        for i in run:
-            if i in unchanged:
-                checks.append(i)
-                continue
-            n = seen.get(texts[i], 0)
-            seen[texts[i]] = n + 1
-            if n == len(rounds):
-                rounds.append([])
-            rounds[n].append(i)
+        checks = [i for i in run if i in unchanged]
         refused: list[int] = []
         writes = {i: op for i in run if isinstance(op := ops[i], Write)}
-        for batch in rounds:
+        for batch in _rounds([i for i in run if i not in unchanged], texts):
             these = [writes[i] for i in batch]
             rows = await conn.fetch(_WRITE, [texts[i] for i in batch], [w.epoch for w in these],
                                     [w.data for w in these], [w.codec for w in these],
