@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 import types
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -288,6 +288,69 @@ def test_the_service_passes_a_refused_activation_on_at_once(db: str) -> None:
             if holder is not None:
                 await holder.close()
             await conn.close()
+
+    run(body())
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll the database (``check`` asks it) until the condition holds, within BOUND / 2 seconds."""
+    deadline = time.monotonic() + BOUND / 2
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not {what} after {BOUND / 2}s")
+        await asyncio.sleep(0.02)
+
+
+def test_a_takeover_waits_for_the_old_holders_write_in_flight_and_restores_it(db: str) -> None:
+    """The write locks its name's row for its transaction: a takeover that comes while the old holder's
+    write is in flight waits for it, so the write the old holder acknowledges is the state the new
+    holder restores, never lost behind its back. (A trigger holds the write inside its transaction on
+    an advisory lock the test owns.)"""
+    async def body() -> None:
+        admin, cb = await asyncpg.connect(db), await asyncpg.connect(db)
+        old = new = None
+        try:
+            await admin.execute("""
+                CREATE FUNCTION hold_write() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN IF NEW.class_name = 'hold' THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
+                RETURN NEW; END $$;
+                CREATE TRIGGER hold_write BEFORE INSERT OR UPDATE ON pyotp_checkpoints
+                FOR EACH ROW EXECUTE FUNCTION hold_write()""")
+            a = Membership(admin, "a", "127.0.0.1:7001", lease=60.0)
+            b = Membership(cb, "b", "127.0.0.1:7002", lease=60.0)
+            await a.join()
+            await b.join()
+            assert a.incarnation is not None and b.incarnation is not None
+            old = await committer_for(db, "a", a.incarnation)
+            new = await committer_for(db, "b", b.incarnation)
+            act = await old.activate("k")
+            await admin.execute("SELECT pg_advisory_lock(4242)")
+            write = asyncio.ensure_future(old.commit("k", act.epoch, state("in flight"), class_name="hold"))
+
+            async def waiting(event: str) -> bool:
+                return bool(await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND wait_event = any($1::text[])",
+                    ["advisory"] if event == "advisory" else ["tuple", "transactionid"]))
+
+            await until(lambda: waiting("advisory"), "holding the write")
+            await expire(cb, "a")
+            takeover = asyncio.ensure_future(new.activate("k"))
+            await until(lambda: waiting("row"), "waiting for the write's row lock")
+            assert not takeover.done()
+            await admin.execute("SELECT pg_advisory_unlock(4242)")
+            assert await write is True  # acknowledged
+            taken = await takeover
+            assert taken.epoch == act.epoch + 1
+            assert taken.record is not None and taken.record.state() == "in flight"
+            with pytest.raises(StaleEpoch):
+                await old.commit("k", act.epoch, state("after the takeover"))
+        finally:
+            for committer in (old, new):
+                if committer is not None:
+                    await committer.close()
+            await admin.close()
+            await cb.close()
 
     run(body())
 
