@@ -350,3 +350,21 @@ class Fenced(KernelError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.key, self.fence, self.current))
+
+
+class HeldElsewhere(KernelError):
+    """``key`` cannot be activated on this node: node ``node`` (at ``address``) holds its name, and its
+    lease is live. Not a failure of either node: the activation (and the calls for ``key``) belong there.
+    """
+
+    def __init__(self, key: Any, node: str, address: str, fence: int) -> None:
+        self.key = key
+        self.node = node
+        self.address = address
+        self.fence = fence
+        super().__init__(
+            f"{key!r} is active on node {node!r} ({address}, claim {fence}), whose lease is live; send the "
+            "call for it to that node instead of activating it here")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.node, self.address, self.fence))

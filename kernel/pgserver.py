@@ -6,6 +6,10 @@ real server of their own with this module: on loopback, on a free port, with a r
 removed with its directory when stopped. PostgreSQL refuses to run as root; as root the server runs as
 the ``postgres`` OS user (``runuser -u postgres --``) on a directory that user owns.
 
+``pg_ctl`` detaches the server, so a process SIGKILLed before ``stop()`` would leave it running. Each
+server's directory names its owner (pid and start time, in ``owner``); every ``start()`` first stops and
+removes the ``pyotp-pg-*`` directories whose owner is gone (:func:`sweep_orphans`).
+
     with PostgresServer() as pg:
         conn = await asyncpg.connect(pg.dsn)
 """
@@ -22,6 +26,8 @@ import socket
 import subprocess
 import tempfile
 from types import TracebackType
+
+import psutil
 
 from .errors import PostgresUnavailable
 
@@ -61,6 +67,63 @@ def _tail(path: str, size: int = 2000) -> str:
             return log.read().decode(errors="replace").strip()
     except OSError:
         return "(no log)"
+
+
+#: Prefix of a server's temporary directory, and the file in it that names the process owning it.
+PREFIX = "pyotp-pg-"
+OWNER = "owner"
+
+
+def _as_postgres() -> list[str]:
+    """The command prefix that runs PostgreSQL's binaries as the ``postgres`` user when we are root."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise PostgresUnavailable("running as root needs a `postgres` OS user to run the server as; "
+                                  "install Debian's postgresql package") from None
+    return ["runuser", "-u", "postgres", "--"]
+
+
+def _owner_mark(pid: int) -> str:
+    """``"<pid> <start time>"``: the start time tells the owner from a later process given the same pid."""
+    return f"{pid} {psutil.Process(pid).create_time():.3f}"
+
+
+def _owner_alive(mark: str) -> bool:
+    try:
+        pid_text, started = mark.split()
+        return _owner_mark(int(pid_text)) == f"{pid_text} {started}"
+    except (ValueError, psutil.Error):
+        return False
+
+
+def sweep_orphans(parent: str | None = None) -> list[str]:
+    """Stop (``pg_ctl stop -m immediate``) and remove every server directory whose owner process is gone.
+
+    A directory without an owner file is left alone: its owner may be between ``mkdtemp`` and writing
+    it. Directories this user cannot read (another user's) are left alone too. Returns the removed ones.
+    """
+    parent = tempfile.gettempdir() if parent is None else parent
+    removed = []
+    for directory in sorted(glob.glob(os.path.join(parent, PREFIX + "*"))):
+        try:
+            with open(os.path.join(directory, OWNER)) as mark:
+                owner = mark.read().strip()
+        except OSError:
+            continue
+        if _owner_alive(owner):
+            continue
+        data = os.path.join(directory, "data")
+        if os.path.exists(os.path.join(data, "postmaster.pid")):
+            with contextlib.suppress(PostgresUnavailable, OSError, subprocess.TimeoutExpired):
+                subprocess.run([*_as_postgres(), os.path.join(find_binaries(), "pg_ctl"), "-D", data,
+                                "-m", "immediate", "-w", "-t", str(PG_CTL_TIMEOUT), "stop"],
+                               check=False, capture_output=True, timeout=PG_CTL_TIMEOUT)
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+    return removed
 
 
 class PostgresServer:
@@ -104,16 +167,15 @@ class PostgresServer:
         if self.directory is not None:
             raise RuntimeError("this PostgreSQL server is already started")
         self._bin = find_binaries()
-        self.directory = tempfile.mkdtemp(prefix="pyotp-pg-")
+        sweep_orphans()
+        self.directory = tempfile.mkdtemp(prefix=PREFIX)
         try:
-            if os.geteuid() == 0:  # PostgreSQL refuses root: run it as `postgres` on a directory it owns
-                try:
-                    owner = pwd.getpwnam("postgres")
-                except KeyError:
-                    raise PostgresUnavailable("running as root needs a `postgres` OS user to run the "
-                                              "server as; install Debian's postgresql package") from None
+            with open(os.path.join(self.directory, OWNER), "w") as mark:
+                mark.write(_owner_mark(os.getpid()) + "\n")
+            self._as = _as_postgres()
+            if self._as:  # PostgreSQL refuses root: run it as `postgres` on a directory it owns
+                owner = pwd.getpwnam("postgres")
                 os.chown(self.directory, owner.pw_uid, owner.pw_gid)
-                self._as = ["runuser", "-u", "postgres", "--"]
             secret = os.path.join(self.directory, "pwfile")
             with open(os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
                 out.write(self.password + "\n")
@@ -126,23 +188,48 @@ class PostgresServer:
             os.unlink(secret)
             for attempt in range(3):  # the free port may be taken between free_port() and the bind
                 self.port = free_port(self.host)
-                options = [f"-p {self.port}", f"-c listen_addresses={self.host}",
-                           f"-c unix_socket_directories={self.directory}"]
-                options += [f"-c {name}={value}" for name, value in self.settings.items()]
-                log = os.path.join(self.directory, f"log.{attempt}")
                 try:
-                    self._run(os.path.join(self._bin, "pg_ctl"), "-D", data, "-w",
-                              "-t", str(PG_CTL_TIMEOUT), "-l", log, "-o", " ".join(options), "start")
+                    self._serve(f"log.{attempt}")
                     break
                 except PostgresUnavailable as error:
-                    said = _tail(log)
-                    if "already in use" in said and attempt < 2:
+                    if "already in use" in error.problem and attempt < 2:
                         continue
-                    raise PostgresUnavailable(f"{error.problem}; the server's log ends: {said}") from None
+                    raise
         except BaseException:
             self.stop()
             raise
         return self.dsn
+
+    def _serve(self, log_name: str) -> None:
+        """Start the server on the created cluster and ``self.port``; its log goes to ``log_name``."""
+        assert self.directory is not None
+        options = [f"-p {self.port}", f"-c listen_addresses={self.host}",
+                   f"-c unix_socket_directories={self.directory}"]
+        options += [f"-c {name}={value}" for name, value in self.settings.items()]
+        log = os.path.join(self.directory, log_name)
+        try:
+            self._run(os.path.join(self._bin, "pg_ctl"), "-D", os.path.join(self.directory, "data"), "-w",
+                      "-t", str(PG_CTL_TIMEOUT), "-l", log, "-o", " ".join(options), "start")
+        except PostgresUnavailable as error:
+            raise PostgresUnavailable(f"{error.problem}; the server's log ends: {_tail(log)}") from None
+
+    def halt(self) -> None:
+        """Stop the server but keep its data, for :meth:`restart`: an outage that every client sees.
+
+        ``-m fast``: the server cuts every session and stops at once, but writes out its WAL first, so
+        what it committed survives even under :data:`FAST` (whose ``synchronous_commit=off`` would lose
+        the last commits to an immediate stop).
+        """
+        if self.directory is None:
+            raise RuntimeError("the PostgreSQL server is not started: call start() first")
+        self._run(os.path.join(self._bin, "pg_ctl"), "-D", os.path.join(self.directory, "data"),
+                  "-m", "fast", "-w", "-t", str(PG_CTL_TIMEOUT), "stop")
+
+    def restart(self) -> None:
+        """Start a halted server again, on the same port and data (its DSN is unchanged)."""
+        if self.directory is None:
+            raise RuntimeError("the PostgreSQL server is not started: call start() first")
+        self._serve(f"log.restart.{secrets.token_hex(4)}")
 
     def stop(self) -> None:
         """Stop the server at once (its data is thrown away) and remove its directory. Idempotent."""

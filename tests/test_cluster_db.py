@@ -526,6 +526,41 @@ def test_the_group_committer_batches_concurrent_writers_and_fences_each(db: str)
     run(body())
 
 
+def test_a_failed_batch_fails_the_queued_writes_of_its_keys_claims_too(db: str) -> None:
+    """A write queued behind a failed one of the same claim was built on the state that failed to commit:
+    it fails too, instead of committing the change the database refused; other keys commit."""
+    async def body() -> None:
+        pool = await asyncpg.create_pool(db, min_size=1, max_size=2)
+        try:
+            # A write the database refuses (what a full disk or a broken constraint does), on one row only.
+            await pool.execute("""
+                CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN IF NEW.state = 'poison'::bytea THEN RAISE EXCEPTION 'poisoned write'; END IF;
+                RETURN NEW; END $$;
+                CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON pyotp_checkpoints
+                FOR EACH ROW EXECUTE FUNCTION refuse_poison()""")
+            a = Membership(pool, "a", "127.0.0.1:1", lease=60.0)
+            await a.join()
+            d = Directory(pool, a)
+            fk, fj = (await d.claim("k")).fence, (await d.claim("j")).fence
+            store = PgCheckpointStore(pool)
+            assert await store.write("k", fk, b"v0") == 1
+            committer = PgGroupCommitter(store)
+            # The first write goes alone; the other two queue behind it, for the next transaction.
+            results = await asyncio.gather(committer.commit("k", fk, b"poison"),
+                                           committer.commit("k", fk, b"v2 on top of poison"),
+                                           committer.commit("j", fj, b"j1"), return_exceptions=True)
+            assert isinstance(results[0], CheckpointWriteFailed) and "poisoned write" in str(results[0])
+            assert isinstance(results[1], CheckpointWriteFailed), results[1]
+            assert results[2] == 1
+            assert (await store.read("k")).state == b"v0"  # type: ignore[union-attr]
+            assert committer.batches == 2
+        finally:
+            await pool.close()
+
+    run(body())
+
+
 # ------------------------------------------------------------------------------------- property test
 
 

@@ -10,6 +10,9 @@ TCP peers, ``"node_down"``) is built on it later. It depends on asyncpg and ``ke
 * :mod:`~kernel.cluster.directory`: :class:`Directory` (claim, lookup, release; fences only grow).
 * :mod:`~kernel.cluster.store`: :class:`PgCheckpointStore` (a write commits only under the current
   fence) and :class:`PgGroupCommitter`.
+* :mod:`~kernel.cluster.backend`: ``PgBackend``, persistence's ``CheckpointBackend`` on these tables (the
+  claim's fence is the epoch); the one module that sees :mod:`kernel.persistence`, imported by the node
+  layer only (not from here).
 """
 
 from .directory import Directory, Holder

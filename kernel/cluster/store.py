@@ -184,7 +184,8 @@ class PgGroupCommitter:
 
     The first write goes to the database at once; what is submitted meanwhile waits for that transaction
     and then goes, in submission order, in the next (at most ``max_batch`` writes each), as the SQLite
-    :class:`~kernel.checkpoints.GroupCommitter` does. Use it from one event loop.
+    :class:`~kernel.persistence.store.GroupCommitter` does. A failed transaction fails each of its writes and
+    every queued write of the same key and fence. Use it from one event loop.
     """
 
     def __init__(self, store: PgCheckpointStore, max_batch: int = 2000) -> None:
@@ -221,11 +222,27 @@ class PgGroupCommitter:
         try:
             results = await self.store.write_batch([item for item, _ in batch])
         except BaseException as e:  # handed to each waiter (each its own copy: tracebacks are per raise)
+            cause, count = (e.cause, e.count) if isinstance(e, CheckpointWriteFailed) else \
+                (str(e), len(batch))
+
+            def failure() -> CheckpointWriteFailed:
+                return CheckpointWriteFailed(cause, count)
+
             for _, waiter in batch:
                 if not waiter.done():
-                    waiter.set_exception(CheckpointWriteFailed(str(e), len(batch))
-                                         if not isinstance(e, CheckpointWriteFailed) else
-                                         CheckpointWriteFailed(e.cause, e.count))
+                    waiter.set_exception(failure())
+            # A later write of the same claim was built on the state that just failed to commit: letting
+            # it through would put the refused change in the database anyway. Fail it too (as the SQLite
+            # committer does); writes of other keys, or under another fence, are tried afresh.
+            failed = {(item.key, item.fence) for item, _ in batch}
+            kept = []
+            for item, waiter in self._queue:
+                if (item.key, item.fence) in failed:
+                    if not waiter.done():
+                        waiter.set_exception(failure())
+                else:
+                    kept.append((item, waiter))
+            self._queue[:] = kept
             if not isinstance(e, Exception):
                 raise
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -101,7 +102,15 @@ async def _serve(config: dict[str, Any]) -> None:
     rt = Runtime(config["index"], config["incarnation"], config["sockdir"],
                  bytes.fromhex(config["secret"]), config["workers"])
     rt.incarnations = {int(k): v for k, v in config["incarnations"].items()}
-    rt.store = CheckpointService(config["state"], config["synchronous"], config["lock_wait"])
+    cluster = config.get("cluster")  # {"dsn", "node", "incarnation"}: checkpoints in the cluster's database
+    if cluster:
+        from ..cluster.backend import PgBackend  # asyncpg loads only in cluster mode
+
+        rt.store = CheckpointService.on(
+            functools.partial(PgBackend, cluster["dsn"], cluster["node"], cluster["incarnation"]),
+            f"cluster database, as node {cluster['node']!r}")
+    else:
+        rt.store = CheckpointService(config["state"], config["synchronous"], config["lock_wait"])
     rt.listener.max_message = config["max_message"]
     rt.send_buffer = config["send_buffer"]
     done: asyncio.Future[None] = loop.create_future()

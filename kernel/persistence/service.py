@@ -6,6 +6,10 @@ while one transaction runs goes into the next one, so one fsync serves many acto
 ``durable=True`` the reply of a call that changed the state is released from the commit's callback:
 what a caller was told is on disk. A failed write crashes the actor with a ``Crash`` naming the SQLite
 error and fails the held replies; the previous checkpoint stays (the batch was all-or-nothing).
+
+The store is a SQLite file by default; :meth:`CheckpointService.on` puts the same service on any
+:class:`~kernel.persistence.store.CheckpointBackend` (cluster mode: PostgreSQL, wired by the node layer,
+so this package never imports the cluster's).
 """
 
 from __future__ import annotations
@@ -13,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ActorExited, NotSerializable
+from ..errors import ActorExited, CheckpointWriteFailed, KernelError, NotSerializable
 from ..process.actor import Actor
 from ..terms import Crash
 from .codec import encode
 
 if TYPE_CHECKING:
-    from .store import GroupCommitter
+    from .store import CheckpointBackend, GroupCommitter
 
 __all__ = ["CheckpointService"]
 
@@ -60,6 +65,8 @@ class CheckpointService:
         #: How long a write waits for another process's write lock before it fails. The node sets it
         #: past its heartbeat's worker_timeout: a hung holder is killed (releasing it) before then.
         self.lock_wait = lock_wait
+        #: Builds the store on the writer thread; None: the SQLite file at ``path``.
+        self.backend: Callable[[], CheckpointBackend] | None = None
         self._committer: GroupCommitter | None = None
         self._opening: asyncio.Future[GroupCommitter] | None = None
         self._slots: dict[int, _Slot] = {}
@@ -67,6 +74,16 @@ class CheckpointService:
         self._flush_scheduled = False
         self._flushing = 0
         self._background: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def on(cls, backend: Callable[[], CheckpointBackend], description: str) -> CheckpointService:
+        """A service whose store ``backend()`` builds (on the writer thread, at first use), instead of
+        the SQLite file; ``description`` says where the checkpoints live (logs, ``path``)."""
+        if not callable(backend):
+            raise TypeError(f"backend must be a callable returning a CheckpointBackend, not {backend!r}")
+        service = cls(description)
+        service.backend = backend
+        return service
 
     @property
     def commits(self) -> int:
@@ -86,8 +103,11 @@ class CheckpointService:
             from .store import GroupCommitter  # SQLite tooling loads only where it is used
 
             try:
-                committer = await GroupCommitter.open(self.path, synchronous=self.synchronous,
-                                                       busy_timeout=self.lock_wait)
+                if self.backend is not None:
+                    committer = await GroupCommitter.open_backend(self.backend)
+                else:
+                    committer = await GroupCommitter.open(self.path, synchronous=self.synchronous,
+                                                           busy_timeout=self.lock_wait)
             except BaseException as exc:
                 self._opening.set_exception(exc)
                 self._opening.exception()
@@ -112,7 +132,9 @@ class CheckpointService:
                 activation = await committer.activate(actor.key)
                 break
             except Exception as exc:
-                if ("locked" not in str(exc) and "busy" not in str(exc).lower()) \
+                # A backend's refusal (HeldElsewhere, LeaseExpired) is an answer, not a transient lock.
+                refused = isinstance(exc, KernelError) and not isinstance(exc, CheckpointWriteFailed)
+                if refused or ("locked" not in str(exc) and "busy" not in str(exc).lower()) \
                         or asyncio.get_running_loop().time() + delay > deadline:
                     raise
                 log.warning("checkpoint store busy (%s); retrying in %.2fs", exc, delay)

@@ -42,14 +42,14 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import sqlite_utils
 
-from ..errors import CheckpointCorrupt, CheckpointWriteFailed, StaleEpoch
+from ..errors import CheckpointCorrupt, CheckpointWriteFailed, KernelError, StaleEpoch
 from .codec import decode, key_from_text, key_to_text
 from .statefile import OWNER_LOCK, check_private
 
@@ -519,9 +519,13 @@ class CommitterStats:
 class CheckpointBackend(Protocol):
     """What :class:`GroupCommitter` needs of a checkpoint store, called on its writer thread (blocking).
 
-    The seam of the cluster issue (17): :class:`CheckpointStore` (one SQLite file) is today's one
-    implementation; a PostgreSQL store would implement the same: ``apply`` runs a batch of fenced writes
-    and activations in one transaction, all or nothing; the counters feed ``statistics`` and metrics.
+    Two implementations: :class:`CheckpointStore` (one SQLite file) and, in cluster mode,
+    ``kernel.cluster.backend.PgBackend`` (PostgreSQL). ``apply`` runs a batch of fenced writes and
+    activations in one transaction, all or nothing (a failed transaction raises
+    :class:`CheckpointWriteFailed`); per op it returns True/False for a write (written/unchanged), an
+    :class:`Activation`, or a :class:`~kernel.errors.KernelError` that refuses that op alone:
+    :class:`StaleEpoch` for a write of a replaced incarnation, or the backend's reason not to activate a
+    key (PostgreSQL: ``HeldElsewhere``, ``LeaseExpired``). The counters feed ``statistics`` and metrics.
     """
 
     transactions: int
@@ -532,7 +536,7 @@ class CheckpointBackend(Protocol):
 
     def load(self, key: Any) -> Record | None: ...
     def apply(self, ops: Sequence[Write | Activate], texts: Sequence[str] | None = None,
-              ) -> list[bool | StaleEpoch | Activation]: ...
+              ) -> Sequence[bool | Activation | KernelError]: ...
     def add_dead_letter(self, key: Any, message: bytes, error: str, count: int = 1) -> int: ...
     def close(self) -> None: ...
 
@@ -566,6 +570,21 @@ class GroupCommitter:
         executor = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-writer")
         opener = functools.partial(CheckpointStore, path, **store_options)
         store = await asyncio.get_running_loop().run_in_executor(executor, opener)
+        committer = cls(store, executor=executor, max_batch=max_batch)
+        committer._own_executor = True
+        return committer
+
+    @classmethod
+    async def open_backend(cls, opener: Callable[[], CheckpointBackend], *,
+                           max_batch: int = 2000) -> GroupCommitter:
+        """Build the store with ``opener()`` on the writer thread (it may block, connect, and is then
+        called only from that thread) and return a committer over it."""
+        executor = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-writer")
+        try:
+            store = await asyncio.get_running_loop().run_in_executor(executor, opener)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
         committer = cls(store, executor=executor, max_batch=max_batch)
         committer._own_executor = True
         return committer
@@ -650,7 +669,7 @@ class GroupCommitter:
         self._inflight.add_done_callback(functools.partial(self._finished, batch))
 
     def _finished(self, batch: list[tuple[Write | Activate, str, asyncio.Future[Any]]],
-                  done: asyncio.Future[list[bool | StaleEpoch | Activation]]) -> None:
+                  done: asyncio.Future[Sequence[bool | Activation | KernelError]]) -> None:
         self._inflight = None
         if done.cancelled() or done.exception() is not None:
             self._failures += 1
@@ -674,7 +693,7 @@ class GroupCommitter:
             for (_, _, waiter), result in zip(batch, done.result(), strict=True):
                 if waiter.done():
                     continue
-                if isinstance(result, StaleEpoch):
+                if isinstance(result, KernelError):  # StaleEpoch, or an activation refused
                     waiter.set_exception(result)
                 else:
                     waiter.set_result(result)
