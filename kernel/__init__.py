@@ -211,12 +211,18 @@ def monitor(dest: Any) -> Ref:
     return current().monitor(dest)
 
 
+#: Seconds ``whereis(name, node=...)`` waits for the other node's answer (``CallTimeout`` past it): a node
+#: that was paused past its lease may find that the others drop what they send it until it rejoins.
+REMOTE_LOOKUP = 5.0
+
+
 async def whereis(name: Any, node: int | None = None) -> Pid | None:
     """The live holder of ``name``, or None. Resolved from this process's replica when it knows it.
 
     ``node`` (a cluster node id, as ``Pid.node`` and ``Node.members`` show them): ask that node for the
     name it has registered, as Erlang's ``{Name, Node}`` addresses one; its answer is its pid as seen
-    from here. ``ActorExited("node_down")`` when that node is down.
+    from here. ``ActorExited("node_down")`` when that node is down, ``CallTimeout`` when it does not
+    answer within ``REMOTE_LOOKUP`` seconds.
     """
     proc = current()
     rt = proc._rt
@@ -230,7 +236,7 @@ async def whereis(name: Any, node: int | None = None) -> Pid | None:
         else:
             if node not in remote.members:
                 raise ValueError(f"node must be a live cluster member's id, got {node!r}")
-            found: Pid | None = await remote.rpc(node, NODE, "whereis", (name,))
+            found: Pid | None = await remote.rpc(node, NODE, "whereis", (name,), timeout=REMOTE_LOOKUP)
             return found
     pid = rt.resolve(name, "name")
     if pid is None:

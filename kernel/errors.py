@@ -353,18 +353,20 @@ class Fenced(KernelError):
 
 
 class HeldElsewhere(KernelError):
-    """``key`` cannot be activated on this node: node ``node`` (at ``address``) holds its name, and its
-    lease is live. Not a failure of either node: the activation (and the calls for ``key``) belong there.
+    """``key`` cannot be activated on this node: node ``node`` (at ``address``, node id ``id``) holds its
+    name, and its lease is live. Not a failure of either node: the activation (and the calls for ``key``)
+    belong there.
     """
 
-    def __init__(self, key: Any, node: str, address: str, fence: int) -> None:
+    def __init__(self, key: Any, node: str, address: str, fence: int, id: int = 0) -> None:
         self.key = key
         self.node = node
         self.address = address
         self.fence = fence
+        self.id = id
         super().__init__(
             f"{key!r} is active on node {node!r} ({address}, claim {fence}), whose lease is live; send the "
             "call for it to that node instead of activating it here")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.key, self.node, self.address, self.fence))
+        return (type(self), (self.key, self.node, self.address, self.fence, self.id))

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import kernel
 from kernel import Actor, ActorExited, AlreadyStarted, CallTimeout, Crash, Down, Exit, NoProc, Pid
+from kernel.errors import HeldElsewhere
 
 from .errors import SupervisorError
 from .intensity import RestartIntensity, check_intensity
@@ -42,6 +43,8 @@ log = logging.getLogger("supervisors")
 ACTIVATE_TIMEOUT = 30.0
 #: How many times a call is routed when its entity passivated between the lookup and the delivery.
 _ROUTE_ATTEMPTS = 5
+#: How many times a forwarded activation asks the owner node for its supervisor (CallTimeout each).
+_FORWARD_ATTEMPTS = 3
 #: Unclaimed exits kept (an entity that died before its start was recorded, or whose init failed).
 _EARLY_KEPT = 1024
 
@@ -354,8 +357,15 @@ class EntitiesSupervisor(Actor):
             if isinstance(worker, bool) or not isinstance(worker, int) or not 0 <= worker < workers:
                 raise ValueError(f"placement of {ents.name!r} returned {worker!r} for key {key!r}; "
                                  f"it must be a worker index in 0..{workers - 1}")
-            pid = await self.spawn_opt(self._ent_cls, (key, *ents.args), dict(ents.kwargs),
-                                       worker=worker, link=True, key=ents.entity_name(key))
+            try:
+                pid = await self.spawn_opt(self._ent_cls, (key, *ents.args), dict(ents.kwargs),
+                                           worker=worker, link=True, key=ents.entity_name(key))
+            except HeldElsewhere as held:
+                # Another cluster node activated it (membership views differed for a moment): its
+                # checkpoint claim is the truth, so route there.
+                if not held.id or held.id == kernel.node_id():
+                    raise
+                pid = await self._ent_forward(held.id, key)
         except ActorExited as exc:
             self.send(self.pid, _Started(key, None, exc.reason))
         except Exception as exc:
@@ -381,7 +391,15 @@ class EntitiesSupervisor(Actor):
     async def _ent_forward(self, node: int, key: Hashable) -> Pid:
         """Have the entities supervisor of cluster node ``node`` activate ``key``; its entity's pid."""
         ents = self.entities
-        sup = await kernel.whereis(ents.supervisor_name, node=node)
+        for attempt in range(_FORWARD_ATTEMPTS):
+            try:
+                sup = await kernel.whereis(ents.supervisor_name, node=node)
+                break
+            except CallTimeout:
+                # This node was paused or cut off past its lease: the others drop what they send it
+                # until they see it rejoin (within a membership poll). Ask again.
+                if attempt == _FORWARD_ATTEMPTS - 1:
+                    raise
         if sup is None:
             raise SupervisorError("not_running", (ents.name, node))
         reply = await kernel.call(sup, ("activate_here", key), timeout=ACTIVATE_TIMEOUT)

@@ -94,7 +94,7 @@ SELECT w.name, t.fence, EXISTS (SELECT 1 FROM me) AS member
 FROM unnest($1::text[]) AS w(name) LEFT JOIN taken t ON t.name = w.name
 """
 _HOLDERS = """
-SELECT n.name, n.node, m.address, n.fence
+SELECT n.name, n.node, m.address, n.fence, m.id
 FROM pyotp_names n JOIN pyotp_members m ON m.node = n.node AND m.incarnation = n.incarnation
 WHERE n.name = any($1::text[]) AND m.lease_expires > now()
 """
@@ -335,7 +335,7 @@ class PgBackend:
                     holder = holders.get(texts[i])
                     if holder is not None:
                         results[i] = HeldElsewhere(ops[i].key, holder["node"], holder["address"],
-                                                   holder["fence"])
+                                                   holder["fence"], holder["id"])
                     elif not claims[texts[i]]["member"]:
                         results[i] = LeaseExpired(self.node, f"found when activating {ops[i].key!r}")
                     else:  # its holder's lease ran out between the claim and the read: claim again

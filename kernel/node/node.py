@@ -536,8 +536,8 @@ class Node:
     def _node_down(self, member: Member) -> None:
         rt = self._rt
         assert rt is not None and rt.remote is not None
-        log.warning("cluster node %s (id %d, %s) is down: its lease ran out", member.node, member.id,
-                    member.address)
+        log.warning("cluster node %s (id %d, %s) is down: it left, or its lease ran out", member.node,
+                    member.id, member.address)
         for index in range(self.size):
             if index not in rt.down:
                 rt.note(index, "node_down", member.id)

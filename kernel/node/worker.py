@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import dataclasses
-import functools
 import json
 import logging
 import os
 import signal
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 import uvloop
@@ -102,13 +102,14 @@ async def _serve(config: dict[str, Any]) -> None:
     rt = Runtime(config["index"], config["incarnation"], config["sockdir"],
                  bytes.fromhex(config["secret"]), config["workers"])
     rt.incarnations = {int(k): v for k, v in config["incarnations"].items()}
-    cluster = config.get("cluster")  # {"dsn", "node", "incarnation"}: checkpoints in the cluster's database
-    if cluster:
+    member = config.get("cluster")  # kernel/node/cluster.py worker_config: checkpoints in its database
+    if member:
         from ..cluster.backend import PgBackend  # asyncpg loads only in cluster mode
 
+        # A rejoin replaces the incarnation its claims are made under ("rejoined" below).
         rt.store = CheckpointService.on(
-            functools.partial(PgBackend, cluster["dsn"], cluster["node"], cluster["incarnation"]),
-            f"cluster database, as node {cluster['node']!r}")
+            lambda: PgBackend(member["dsn"], member["node"], member["incarnation"]),
+            f"cluster database, as node {member['node']!r}")
     else:
         rt.store = CheckpointService(config["state"], config["synchronous"], config["lock_wait"])
     rt.listener.max_message = config["max_message"]
@@ -138,12 +139,19 @@ async def _serve(config: dict[str, Any]) -> None:
         metrics=lambda: metrics.worker_metrics(rt), state=state, names=names,
         ping=lambda sent: rt.note(NODE, "pong", rt.index, rt.inc, sent))
     tcp = None
-    if config.get("cluster"):
-        tcp = cluster.attach(rt, config["cluster"])
+    if member:
+        tcp = cluster.attach(rt, member)
         remote = rt.remote
         assert remote is not None
+
+        def rejoined(incarnation: str) -> None:
+            member["incarnation"] = incarnation
+            backend = rt.store.backend_in_use()
+            if backend is not None:
+                backend.incarnation = datetime.fromisoformat(incarnation)
+
         rt.ops = dataclasses.replace(rt.ops, node_up=remote.node_up, node_down=remote.node_down,
-                                     fence=rt.fence, rejoined=lambda incarnation: None)
+                                     fence=rt.fence, rejoined=rejoined)
 
     def on_stdin() -> None:
         if not os.read(0, 4096) and not done.done():

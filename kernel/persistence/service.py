@@ -85,6 +85,10 @@ class CheckpointService:
         service.backend = backend
         return service
 
+    def backend_in_use(self) -> Any:
+        """The store this service writes to, once opened (None before the first activation or write)."""
+        return self._committer.store if self._committer is not None else None
+
     @property
     def commits(self) -> int:
         return self._committer.statistics().commits if self._committer is not None else 0

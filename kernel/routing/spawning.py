@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Protocol
 
-from ..errors import ActorExited, KernelError
+from ..errors import ActorExited, HeldElsewhere, KernelError
 from ..process.actor import Actor
 from ..process.base import Host, Proc
 from ..process.raw import NodeContext, Process
@@ -112,6 +112,9 @@ class Spawner:
                 and proc.key is not None:
             try:
                 restored = await self.rt.store.activate(proc)
+            except HeldElsewhere:
+                proc._finish("noproc")
+                raise  # not a failure: the key is active on another cluster node, the spawner routes there
             except Exception as exc:
                 reason = Crash.from_exception(exc)
                 proc._finish(reason)
