@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kernel.pgserver import PostgresServer
+from kernel.pgserver import FAST, PostgresServer
 from tests.support import BOUND
 from tests.support.cluster import ClusterNode, database
 
@@ -166,3 +166,31 @@ def wait_line(node: ClusterNode, needle: str, bound: float = BOUND) -> bool:
         assert time.monotonic() < deadline, f"{node.name} never logged {needle!r}"
         time.sleep(0.05)
     return True
+
+
+def test_a_node_cut_off_from_the_database_stops_its_persistent_actors_before_its_lease_runs_out() -> None:
+    with PostgresServer(settings=FAST) as server, database(server) as dsn:
+        node = ClusterNode("alone", dsn, LEASE)
+        try:
+            node.ready()
+            assert node.ask(op="entity", key="k", request=["add", 5])[1] == 5
+            node.ask(op="monitor_entity", key="k", tag="k")
+            server.halt()  # every connection of the node to its database is gone
+            cut = time.monotonic()
+            down = node.down(bound=BOUND)
+            stopped = time.monotonic() - cut
+            assert down == {"down": "k", "reason": "lease_lost"}
+            # The last renew began before the outage, so by the database's clock the lease runs out
+            # later than LEASE after it: stopping within LEASE of the cut is stopping in time.
+            assert stopped < LEASE, f"persistent actors stopped {stopped:.2f}s after the cut"
+            server.restart()
+            wait_line(node, "joined the cluster again")
+            # The worker's checkpoint connection died with the old server: the first write on it fails
+            # (CheckpointWriteFailed, its caller told, nothing committed) and the next one reconnects.
+            reply = node.answer(node.send(op="entity", key="k", request=["add", 1]))
+            if "error" in reply:
+                assert "CheckpointWriteFailed" in reply["error"], reply
+                reply = node.answer(node.send(op="entity", key="k", request=["add", 1]))
+            assert reply["ok"] == [node.id, 6]  # restored from the last acknowledged state, 5
+        finally:
+            node.close()

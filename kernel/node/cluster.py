@@ -105,6 +105,18 @@ class ClusterMember:
                 await self._poll()
             except DB_ERRORS as exc:
                 log.warning("cannot read the cluster's members: %s", exc)
+                self._reader = await self._reconnect(self._reader)
+
+    async def _reconnect(self, conn: Any) -> Any:
+        """A new connection in place of ``conn`` (closed, or broken by a database restart); ``conn``
+        itself when the database cannot be reached now (the next attempt tries again)."""
+        try:
+            fresh = await asyncpg.connect(self.dsn, timeout=self.lease / 2)
+        except DB_ERRORS:
+            return conn
+        with contextlib.suppress(*DB_ERRORS):
+            await conn.close(timeout=1.0)
+        return fresh
 
     async def _poll(self) -> None:
         live = {m.id: m for m in await Membership(self._reader, self.name, self.address).live()}
@@ -133,6 +145,7 @@ class ClusterMember:
             except DB_ERRORS as exc:
                 log.debug("rejoin failed: %s", exc)
                 await asyncio.sleep(_REJOIN_RETRY)
+                self._conn = self.membership.db = await self._reconnect(self._conn)
                 continue
             log.warning("node %s joined the cluster again (incarnation %s)", self.name, me.incarnation)
             self._keep()

@@ -82,6 +82,11 @@ async def _run(config: dict[str, Any]) -> None:
                 assert pid is not None
                 monitors[node.monitor(pid)] = command["tag"]
                 return repr(pid)
+            if op == "monitor_entity":  # the entity for a key, where it runs now
+                pid = await COUNTERS.whereis(command["key"])
+                assert pid is not None, f"entity {command['key']!r} is not running"
+                monitors[node.monitor(pid)] = command["tag"]
+                return repr(pid)
             if op == "entity":
                 return await COUNTERS.call(command["key"], command["request"],
                                            timeout=command.get("timeout", 5.0))
