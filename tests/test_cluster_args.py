@@ -46,7 +46,7 @@ def test_pids_say_their_node_only_across_nodes() -> None:
     with pytest.raises(ValueError, match="node must be a positive int"):
         set_home(0)
     # Unpickling maps this node's own id back to 0, and keeps another node's.
-    import kernel.terms as terms
+    from kernel import terms
 
     before = terms._home
     terms._home = 5
