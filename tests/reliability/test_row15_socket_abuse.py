@@ -34,7 +34,7 @@ from tests.support.nodes import probe_as_nobody
 
 MAGIC = b"PYOTP1"
 NONCE = 32
-IDENT = struct.Struct("!ii")
+IDENT = transport._IDENT  # (index, incarnation, node id), as a real peer sends it
 HEADER = struct.Struct("!I")
 
 
@@ -90,7 +90,7 @@ async def attack(path: str, secret: bytes, marker: str, kind: str, rnd: random.R
         if kind == "no_secret":
             payload = frame + frame  # straight to business: no handshake at all
         elif kind == "bad_hmac":
-            payload = answer(os.urandom(32), nonce) + os.urandom(NONCE) + IDENT.pack(0, 0) + frame
+            payload = answer(os.urandom(32), nonce) + os.urandom(NONCE) + IDENT.pack(0, 0, 0) + frame
         elif kind == "replay":
             assert replay is not None
             payload = replay + frame
@@ -114,7 +114,7 @@ async def legit_handshake(path: str, secret: bytes) -> tuple[asyncio.StreamReade
     """A correct client handshake; returns the streams and the bytes we sent (to replay them)."""
     reader, writer = await open_unix(path)
     hello = await asyncio.wait_for(reader.readexactly(len(MAGIC) + NONCE), BOUND)
-    sent = answer(secret, hello[len(MAGIC):]) + os.urandom(NONCE) + IDENT.pack(90, 0)
+    sent = answer(secret, hello[len(MAGIC):]) + os.urandom(NONCE) + IDENT.pack(90, 0, 0)
     writer.write(sent)
     await asyncio.wait_for(reader.readexactly(32), BOUND)  # the server's answer: we are in
     return reader, writer, sent
