@@ -24,9 +24,8 @@ import sqlite3
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..cluster import Member
 from ..errors import ActorExited, CallTimeout, KernelError, NoProc, NotTraced, WorkerStartFailed
 from ..persistence import statefile
 from ..process.context import _current
@@ -41,10 +40,13 @@ from ..transport.sockets import Listener
 from ..transport.tcp import TLS, parse_listen
 from ..transport.wire import MAX_MESSAGE, MIN_MESSAGE, SEND_BUFFER
 from . import metrics, sampler
-from .cluster import ClusterMember, attach, member_route, worker_config
 from .control import ControlError, ControlServer, validate_node_name
 from .heartbeat import Heartbeat
 from .introspection import KIND_NAMES, MESSAGE_REPR, REPR, describe_actors, state_info
+
+if TYPE_CHECKING:
+    from ..cluster import Member
+    from .cluster import ClusterMember
 
 __all__ = ["Node"]
 
@@ -306,6 +308,8 @@ class Node:
             "lock_wait": max(5.0, 2 * (self.worker_timeout or 0.0) + 5.0),
         }
         if self._member is not None:
+            from .cluster import worker_config
+
             host, port = self._listen
             config["cluster"] = worker_config(self._member, host, port, self.tls)
         env = dict(os.environ)
@@ -515,6 +519,8 @@ class Node:
     async def _join(self, rt: Runtime) -> None:
         """Join the cluster before any worker starts: the workers are told the node id and members."""
         assert self.cluster is not None
+        from .cluster import ClusterMember, attach, worker_config  # asyncpg loads in cluster mode only
+
         host, port = self._listen
         member = self._member = ClusterMember(
             self.cluster, self.name, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}", self.size,
@@ -527,6 +533,8 @@ class Node:
     def _node_up(self, member: Member) -> None:
         rt = self._rt
         assert rt is not None and rt.remote is not None
+        from .cluster import member_route
+
         route = member_route(member)
         rt.remote.node_up(*route)
         for index in range(self.size):

@@ -24,7 +24,7 @@ import uvloop
 from ..persistence.service import CheckpointService
 from ..routing.runtime import Runtime
 from ..terms import NODE, Pid
-from . import cluster, metrics, sampler
+from . import metrics, sampler
 from .introspection import describe_actors, state_info
 
 log = logging.getLogger("kernel.worker")
@@ -140,6 +140,8 @@ async def _serve(config: dict[str, Any]) -> None:
         ping=lambda sent: rt.note(NODE, "pong", rt.index, rt.inc, sent))
     tcp = None
     if member:
+        from . import cluster  # asyncpg and the TCP routes load in cluster mode only
+
         tcp = cluster.attach(rt, member)
         remote = rt.remote
         assert remote is not None

@@ -23,7 +23,7 @@ import os
 import pickle
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ActorExited, KernelError, NoProc, NotSerializable, Overloaded
 from ..process.actor import Actor
@@ -38,10 +38,12 @@ from ..transport.sockets import Listener, Peer
 from .inbound import Inbound
 from .name_table import NameTable, check_name
 from .ops import Ops
-from .remote import Remote
 from .scheduling import Call, Deadlines, RunQueue
 from .spawning import Spawner
 from .workers import Membership
+
+if TYPE_CHECKING:
+    from .remote import Remote
 
 __all__ = ["Runtime", "socket_path"]
 

@@ -17,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .address import Factory
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = ["TLS", "TLS_HANDSHAKE_TIMEOUT", "TcpAddress", "parse_listen"]
 
@@ -54,6 +57,8 @@ class TLS:
                 raise ValueError(f"tls {name} {path!r} is not readable by this user")
 
     def _context(self, purpose: ssl.Purpose) -> ssl.SSLContext:
+        import ssl  # only nodes given certificates pay for loading it
+
         ctx = ssl.create_default_context(purpose, cafile=self.cafile)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         # What Python 3.13's default context checks, on every version: a certificate 3.13 would refuse
@@ -64,6 +69,8 @@ class TLS:
 
     def server_context(self) -> ssl.SSLContext:
         """The listening side's context: it requires a client certificate signed by ``cafile``."""
+        import ssl
+
         ctx = self._context(ssl.Purpose.CLIENT_AUTH)
         ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
@@ -74,6 +81,8 @@ class TLS:
         No host-name check: peers are dialled by IP, and only the cluster's own CA is trusted, so the
         signature is the identity that matters (the HMAC handshake inside then proves the secret).
         """
+        import ssl
+
         ctx = self._context(ssl.Purpose.SERVER_AUTH)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_REQUIRED
