@@ -8,6 +8,9 @@ SIGSTOP past its lease (the classic GC pause) followed by SIGCONT.
 
 from __future__ import annotations
 
+import os
+import secrets
+import signal
 import time
 from collections.abc import Iterator
 
@@ -32,7 +35,9 @@ def dsn(postgres: PostgresServer) -> Iterator[str]:
 @pytest.fixture
 def cluster(dsn: str) -> Iterator[list[ClusterNode]]:
     """Three nodes a, b, c, all ready and seeing each other."""
-    nodes = [ClusterNode(name, dsn, LEASE) for name in "abc"]
+    # Unique names: a node's name is also its control socket's, one per host.
+    tag = secrets.token_hex(3)
+    nodes = [ClusterNode(f"{name}-{tag}", dsn, LEASE) for name in "abc"]
     try:
         for node in nodes:
             node.ready()
@@ -114,6 +119,15 @@ def test_links_and_monitors_into_a_killed_node_fire_node_down(cluster: list[Clus
     wait_members(a, {a.id, b.id})
 
 
+def test_a_worker_killed_on_one_node_fires_the_monitors_of_the_others(cluster: list[ClusterNode]) -> None:
+    a, b, c = cluster
+    a.ask(op="monitor", node=c.id, name="echo", tag="c-echo")
+    os.kill(c.ask(op="workers")[0], signal.SIGKILL)  # echo runs on worker 0; c replaces the worker
+    assert a.down() == {"down": "c-echo", "reason": "worker_down"}
+    where, _ = a.ask(op="call", node=b.id, name="echo", request="where")  # the rest of the cluster is up
+    assert where == b.id
+
+
 def test_sigkill_of_the_host_fails_over_with_the_last_acknowledged_state(cluster: list[ClusterNode]) -> None:
     keys = [f"acct-{i}" for i in range(6)]
     for key in keys:
@@ -176,7 +190,7 @@ def wait_line(node: ClusterNode, needle: str, bound: float = BOUND) -> bool:
 
 def test_a_node_cut_off_from_the_database_stops_its_persistent_actors_before_its_lease_runs_out() -> None:
     with PostgresServer(settings=FAST) as server, database(server) as dsn:
-        node = ClusterNode("alone", dsn, LEASE)
+        node = ClusterNode(f"alone-{secrets.token_hex(3)}", dsn, LEASE)
         try:
             node.ready()
             assert node.ask(op="entity", key="k", request=["add", 5])[1] == 5

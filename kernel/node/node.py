@@ -364,6 +364,9 @@ class Node:
         for other in range(self.size):
             if other != index and other not in rt.down:
                 rt.note(other, "worker_down", index, inc)
+        if rt.remote is not None:  # the other nodes' links, monitors and calls into it fire too
+            for node in list(rt.remote.members):
+                rt.remote.note(node, NODE, "node_worker_down", rt.remote.node, index, inc)
         # Messages the node buffered for the dead worker are dropped: its pids are all dead now.
         rt.peers.pop(index, None)
         if self._stopping or not await self._replace(index, inc + 1):
@@ -529,6 +532,7 @@ class Node:
         await member.start()
         self._tcp = attach(rt, worker_config(member, host, port, self.tls))
         await self._tcp.start()
+        rt.ops = dataclasses.replace(rt.ops, node_worker_down=self._node_worker_down)
 
     def _node_up(self, member: Member) -> None:
         rt = self._rt
@@ -550,6 +554,15 @@ class Node:
             if index not in rt.down:
                 rt.note(index, "node_down", member.id)
         rt.remote.node_down(member.id)
+
+    def _node_worker_down(self, node: int, index: int, inc: int) -> None:
+        """A worker of another node died: fire what points into it here and on every worker."""
+        rt = self._rt
+        assert rt is not None and rt.remote is not None
+        rt.remote.worker_down(node, index, inc)
+        for other in range(self.size):
+            if other not in rt.down:
+                rt.note(other, "node_worker_down", node, index, inc)
 
     async def _lease_lost(self, lost: Exception) -> None:
         """Self-fencing: stop every persistent actor of the node before its lease runs out."""

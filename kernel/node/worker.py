@@ -153,7 +153,7 @@ async def _serve(config: dict[str, Any]) -> None:
                 backend.incarnation = datetime.fromisoformat(incarnation)
 
         rt.ops = dataclasses.replace(rt.ops, node_up=remote.node_up, node_down=remote.node_down,
-                                     fence=rt.fence, rejoined=rejoined)
+                                     node_worker_down=remote.worker_down, fence=rt.fence, rejoined=rejoined)
 
     def on_stdin() -> None:
         if not os.read(0, 4096) and not done.done():

@@ -72,6 +72,8 @@ class Ops:
     #: A cluster node is live at an address, or down (``Remote.node_up``, ``Remote.node_down``).
     node_up: Callable[[int, str, int, int], None] | None = None
     node_down: Callable[[int], None] | None = None
+    #: A worker of another cluster node died (``Remote.worker_down``; the node process relays it here).
+    node_worker_down: Callable[[int, int, int], None] | None = None
     #: The node joined its cluster again, with this incarnation (ISO text): claims are made under it.
     rejoined: Callable[[str], None] | None = None
 
@@ -86,5 +88,5 @@ class Ops:
 
 #: Which fields are answered rpcs and which one-way notices (a notice's name is refused as an rpc).
 NOTES = frozenset({"name_add", "name_del", "worker_down", "worker_up", "unquarantine", "send_name", "ready",
-                   "pong", "names", "ping", "node_up", "node_down", "rejoined"})
+                   "pong", "names", "ping", "node_up", "node_down", "rejoined", "node_worker_down"})
 RPCS = frozenset(f.name for f in fields(Ops)) - NOTES

@@ -92,6 +92,30 @@ class Remote:
             if not proc._exiting:
                 proc._on_node_down(node)
 
+    def worker_down(self, node: int, index: int, inc: int) -> None:
+        """Worker ``index`` (incarnation ``inc``) of live node ``node`` died (that node replaces it):
+        as a worker's death on this node, for the pids of that worker."""
+        def gone(pid: Pid) -> bool:
+            return pid.node == node and pid.worker == index and pid.incarnation == inc
+
+        rt = self.rt
+        for pid in [p for _, p in rt.names.items_list() if gone(p)]:
+            rt.names.forget_pid(pid)
+        error = ActorExited("worker_down", Pid(index, 0, inc, node))
+        for ref, entry in list(rt.calls.items()):
+            if entry[1] == (node, index) and entry[2] == inc and not entry[0].done():
+                entry[0].set_exception(error)
+                del rt.calls[ref]
+        for proc in list(rt.procs.values()):
+            if not proc._exiting:
+                proc._on_gone(gone, "worker_down")
+
+    def note(self, node: int, index: int, op: str, *args: Any) -> None:
+        """A one-way notice to process ``index`` of ``node`` (dropped when that node is down)."""
+        peer = self.peer(node, index)
+        if peer is not None:
+            peer.send(dumps((wire.NOTE, op, args), op))
+
     def live(self, pid: Pid) -> bool:
         """False once ``pid``'s node is known down (or was never a member)."""
         return pid.node in self.members and pid.node not in self.down

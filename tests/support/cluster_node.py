@@ -82,6 +82,8 @@ async def _run(config: dict[str, Any]) -> None:
                 assert pid is not None
                 monitors[node.monitor(pid)] = command["tag"]
                 return repr(pid)
+            if op == "workers":  # the OS pids of this node's workers, by index
+                return node.workers
             if op == "monitor_entity":  # the entity for a key, where it runs now
                 pid = await COUNTERS.whereis(command["key"])
                 assert pid is not None, f"entity {command['key']!r} is not running"
