@@ -165,7 +165,8 @@ class Node:
         self._keeper: Any = None  # the sqlite3 connection that keeps -wal and -shm in place
         self._rt: Runtime | None = None
         self._ctx: NodeContext | None = None
-        self._procs: dict[int, asyncio.subprocess.Process] = {}
+        #: The workers' OS processes by index (``rt.procs`` holds the actors of a runtime).
+        self._worker_procs: dict[int, asyncio.subprocess.Process] = {}
         self._ready: dict[tuple[int, int], asyncio.Future[int]] = {}
         self._os_pids: list[int] = [0] * workers
         self._watchers: list[asyncio.Task[None]] = []
@@ -320,7 +321,7 @@ class Node:
                 sys.executable, "-m", "kernel.node.worker", stdin=asyncio.subprocess.PIPE, env=env)
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(config).encode() + b"\n")
-            self._procs[index] = proc
+            self._worker_procs[index] = proc
             exited = rt.loop.create_task(proc.wait())
             try:
                 await asyncio.wait((ready, exited), timeout=self.start_timeout,
@@ -402,7 +403,7 @@ class Node:
 
     def _on_hung(self, index: int, inc: int, silent: float) -> None:
         """The heartbeat found worker ``index`` hung: SIGKILL it; ``_watch`` then replaces it."""
-        proc = self._procs.get(index)
+        proc = self._worker_procs.get(index)
         if proc is None or proc.returncode is not None or self._closing:
             return
         log.error("worker %d (os pid %s) has not answered heartbeats for %.1fs (worker_timeout=%s): "
@@ -473,7 +474,7 @@ class Node:
             if hosted is not ctx:
                 hosted._die("shutdown")  # node-hosted supervisors not under a top-level one
         self._closing = True
-        asking = [index for index, proc in self._procs.items()
+        asking = [index for index, proc in self._worker_procs.items()
                   if proc.returncode is None and index not in rt.down and index not in unresponsive]
         left = round(max(deadline - rt.loop.time(), 1.0), 1)
         answers = await asyncio.gather(
@@ -481,13 +482,13 @@ class Node:
         for index, answer in zip(asking, answers, strict=True):
             if isinstance(answer, BaseException):
                 log.warning("worker %d did not shut down cleanly: %s", index, answer)
-        for index, proc in self._procs.items():
+        for index, proc in self._worker_procs.items():
             if proc.stdin is not None:
                 proc.stdin.close()
             if index in unresponsive and proc.returncode is None:
                 proc.kill()
         await asyncio.gather(*(self._reap(proc, max(deadline - rt.loop.time(), 1.0))
-                               for proc in self._procs.values()))
+                               for proc in self._worker_procs.values()))
         for task in self._watchers:
             task.cancel()
         if self._member is not None:
