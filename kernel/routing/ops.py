@@ -38,7 +38,7 @@ class Ops:
     #: The authority added or removed a name: update this replica (``NameTable.add``, ``names.remove``).
     name_add: Callable[[Any, Pid], None]
     name_del: Callable[[Any, Pid], None]
-    #: A worker died or came back (``Membership.worker_down``, ``worker_up``, routing/workers.py).
+    #: A worker died or came back (``WorkerSlots.worker_down``, ``worker_up``, routing/workers.py).
     worker_down: Callable[[int, int], None]
     worker_up: Callable[[int, int], None]
     #: Let a quarantined message through again (``Quarantine.release``).

@@ -10,7 +10,7 @@ incarnation it targets, so a worker's death fails exactly the calls into it.
 
 ``Runtime`` keeps the per-message path (send, ship, signal, call, reply, dispatch) and the tables it
 reads; the parts with one job each sit beside it: ``Deadlines`` and ``RunQueue`` (scheduling.py),
-``Spawner`` (spawning.py), ``Inbound`` (inbound.py: packed envelopes and rpcs) and ``Membership``
+``Spawner`` (spawning.py), ``Inbound`` (inbound.py: packed envelopes and rpcs) and ``WorkerSlots``
 (workers.py: a worker's death and return).
 """
 
@@ -40,7 +40,7 @@ from .name_table import NameTable, check_name
 from .ops import Ops
 from .scheduling import Call, Deadlines, RunQueue
 from .spawning import Spawner
-from .workers import Membership
+from .workers import WorkerSlots
 
 if TYPE_CHECKING:
     from .remote import Remote
@@ -100,11 +100,11 @@ class Runtime:
         #: Packed envelopes, rpcs, and the rpcs every runtime serves (routing/inbound.py).
         self.inbound = Inbound(self)
         #: Worker deaths and returns (routing/workers.py); the tables above stay here, read per message.
-        self.membership = Membership(self)
-        self.worker_down = self.membership.worker_down
-        self.worker_up = self.membership.worker_up
-        self.fail_calls = self.membership.fail_calls
-        self.connect_peers = self.membership.connect_peers
+        self.slots = WorkerSlots(self)
+        self.worker_down = self.slots.worker_down
+        self.worker_up = self.slots.worker_up
+        self.fail_calls = self.slots.fail_calls
+        self.connect_peers = self.slots.connect_peers
         #: What other processes may ask or tell this one (routing/ops.py); the node and the workers
         #: add their side's entries.
         inbound = self.inbound

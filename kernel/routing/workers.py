@@ -2,7 +2,7 @@
 
 The tables it edits (``incarnations``, ``down``, ``gone``) stay attributes of ``Runtime``: ``send``,
 ``signal`` and every call read them per message, and the worker process replaces ``incarnations`` as
-it starts (node/worker.py). ``Runtime`` keeps these methods as bound methods of its ``Membership``,
+it starts (node/worker.py). ``Runtime`` keeps these methods as bound methods of its ``WorkerSlots``,
 so the node (node/node.py) and the ``worker_down``/``worker_up`` notices reach them as before.
 """
 
@@ -19,12 +19,12 @@ from ..transport.sockets import Peer
 from .name_table import NameTable
 from .scheduling import Call
 
-__all__ = ["Membership", "MembershipHost"]
+__all__ = ["WorkerSlots", "WorkerSlotsHost"]
 
 log = logging.getLogger("kernel")
 
 
-class MembershipHost(Protocol):
+class WorkerSlotsHost(Protocol):
     """What membership needs of its runtime (``Runtime`` satisfies it)."""
 
     loop: asyncio.AbstractEventLoop
@@ -40,10 +40,10 @@ class MembershipHost(Protocol):
     def peer(self, index: int) -> Peer: ...
 
 
-class Membership:
+class WorkerSlots:
     """One runtime's view of which worker incarnations are alive, and what a change fires."""
 
-    def __init__(self, rt: MembershipHost) -> None:
+    def __init__(self, rt: WorkerSlotsHost) -> None:
         self.rt = rt
 
     def worker_down(self, index: int, inc: int) -> None:
