@@ -1,4 +1,4 @@
-"""Worker membership: what one runtime does when a worker of the node dies or comes back.
+"""The worker slots of a node: what one runtime does when a worker of the node dies or comes back.
 
 The tables it edits (``incarnations``, ``down``, ``gone``) stay attributes of ``Runtime``: ``send``,
 ``signal`` and every call read them per message, and the worker process replaces ``incarnations`` as
