@@ -313,6 +313,24 @@ class ClusterSchemaMismatch(KernelError):
         return (type(self), (self.found, self.supported))
 
 
+class NodeNameInUse(KernelError):
+    """Another live node process is a member under this node's ``name``: each node needs its own name.
+
+    A node restarted under the name of one that died waits for the dead one's lease to run out first
+    (``Node`` waits up to one lease); this is raised when the name is still held after that.
+    """
+
+    def __init__(self, node: str, address: str) -> None:
+        self.node = node
+        self.address = address
+        super().__init__(
+            f"a live node named {node!r} ({address}) is already a member of the cluster; give this node "
+            "another name, or stop that one (a dead one's name is free once its lease runs out)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.node, self.address))
+
+
 class LeaseExpired(KernelError):
     """This node's membership lease ran out (or it never joined): the cluster counts it as dead.
 

@@ -145,8 +145,9 @@ def test_after_a_takeover_the_old_holders_writes_are_refused_and_invisible(db: s
             old = await committer_for(db, "a", a.incarnation)
             act = await old.activate("wallet")
             assert await old.commit("wallet", act.epoch, state(100)) is True
-            if takeover == "rejoined":
+            if takeover == "rejoined":  # the same node process, joining again (on another connection)
                 b = Membership(cb, "a", "127.0.0.1:7001", lease=60.0)
+                b.id = a.id
             else:
                 b = Membership(cb, "b", "127.0.0.1:7002", lease=60.0)
             await b.join()

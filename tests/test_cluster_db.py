@@ -31,7 +31,7 @@ from kernel.cluster import (
     secret,
 )
 from kernel.cluster.schema import SCHEMA_VERSION, TABLES
-from kernel.errors import CheckpointWriteFailed, ClusterSchemaMismatch, Fenced, LeaseExpired
+from kernel.errors import CheckpointWriteFailed, ClusterSchemaMismatch, Fenced, LeaseExpired, NodeNameInUse
 from kernel.pgserver import FAST, PostgresServer
 
 #: Bound of every wait on a database condition (seconds).
@@ -126,6 +126,24 @@ def test_the_secret_is_made_once_and_an_older_schema_is_refused(db: str) -> None
     run(body())
 
 
+def test_a_second_live_node_under_one_name_is_refused_until_the_first_lease_runs_out(db: str) -> None:
+    async def body() -> None:
+        conn = await asyncpg.connect(db)
+        try:
+            first = Membership(conn, "dup", "127.0.0.1:7001", lease=30.0)
+            await first.join()
+            second = Membership(conn, "dup", "127.0.0.1:7002", lease=30.0)
+            with pytest.raises(NodeNameInUse, match=r"127\.0\.0\.1:7001"):
+                await second.join()
+            await first.renew()  # the first keeps its row
+            await expire(conn, "dup")
+            assert (await second.join()).address == "127.0.0.1:7002"  # a dead predecessor's name is free
+        finally:
+            await conn.close()
+
+    run(body())
+
+
 def test_a_node_keeps_its_id_across_rejoins_and_ids_are_never_reused(db: str) -> None:
     async def body() -> None:
         conn = await asyncpg.connect(db)
@@ -136,7 +154,8 @@ def test_a_node_keeps_its_id_across_rejoins_and_ids_are_never_reused(db: str) ->
             assert ma.id != mb.id and ma.workers == 2 and mb.workers == 0
             again = await a.join()
             assert again.id == ma.id and again.incarnation > ma.incarnation
-            restarted = Membership(conn, "a", "127.0.0.1:7001", lease=30.0)  # a new node process named "a"
+            await expire(conn, "a")  # the node process named "a" died; a new one takes its name
+            restarted = Membership(conn, "a", "127.0.0.1:7001", lease=30.0)
             assert (await restarted.join()).id not in (ma.id, mb.id)
             assert {m.node: m.id for m in await a.live()} == {"a": restarted.id, "b": mb.id}
         finally:
@@ -605,7 +624,9 @@ def test_no_two_holders_commit_and_no_acknowledged_write_is_lost(db: str,
         conns = {n: await asyncpg.connect(db) for n in NODES}
         admin = await asyncpg.connect(db)
         model = Model()
-        members = {n: Membership(conns[n], n, f"127.0.0.1:{i + 1}", lease=60.0) for i, n in enumerate(NODES)}
+        # Node names of this example's own: a node name is one node process's while its lease lives.
+        members = {n: Membership(conns[n], f"{n}-{name}", f"127.0.0.1:{i + 1}", lease=60.0)
+                   for i, n in enumerate(NODES)}
         dirs = {n: Directory(conns[n], members[n]) for n in NODES}
         stores = {n: PgCheckpointStore(conns[n]) for n in NODES}
         writes = itertools.count()
@@ -620,7 +641,8 @@ def test_no_two_holders_commit_and_no_acknowledged_write_is_lost(db: str,
                 return
             got = await dirs[n].claim(name)
             if model.held_by_live():
-                assert (got.node, got.fence, got.mine) == (model.holder[0], model.fence,  # type: ignore[index]
+                assert (got.node, got.fence, got.mine) == (members[model.holder[0]].node,  # type: ignore[index]
+                                                           model.fence,
                                                            model.holder == (n, model.incarnation[n]))
             else:
                 assert got.mine and got.fence == model.fence + 1  # a takeover raises the fence
@@ -648,7 +670,7 @@ def test_no_two_holders_commit_and_no_acknowledged_write_is_lost(db: str,
             if kind == "claim":
                 await claim(n)
             elif kind == "expire":
-                await expire(admin, n)
+                await expire(admin, members[n].node)
                 model.live[n] = False
             elif kind == "rejoin":
                 await members[n].join()

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from ..errors import LeaseExpired
+from ..errors import LeaseExpired, NodeNameInUse
 
 __all__ = ["LeaseKeeper", "Member", "Membership"]
 
@@ -38,6 +38,7 @@ VALUES ($1, $4, $2, $5, clock_timestamp(), now() + make_interval(secs => $3))
 ON CONFLICT (node) DO UPDATE SET id = excluded.id, address = excluded.address, workers = excluded.workers,
     incarnation = greatest(excluded.incarnation, m.incarnation + interval '1 microsecond'),
     lease_expires = excluded.lease_expires
+WHERE m.id = excluded.id OR m.lease_expires <= now()
 RETURNING node, address, incarnation, lease_expires, id, workers
 """
 # Only a lease that has not run out is extended: once the database's clock passed it, others may have
@@ -103,11 +104,18 @@ class Membership:
         self.renewed_at: float | None = None
 
     async def join(self) -> Member:
-        """Take (or replace) this node's row with a new incarnation and a fresh lease."""
+        """Take (or replace) this node's row with a new incarnation and a fresh lease.
+
+        Raises:
+            NodeNameInUse: another node process (another id) holds this name and its lease is live.
+        """
         if self.id is None:
             self.id = int(await self.db.fetchval("SELECT nextval('pyotp_node_ids')"))
         started = self.clock()
         row = await self.db.fetchrow(_JOIN, self.node, self.address, self.lease, self.id, self.workers)
+        if row is None:  # the name's row belongs to another node process whose lease is live
+            holder = await self.db.fetchval("SELECT address FROM pyotp_members WHERE node = $1", self.node)
+            raise NodeNameInUse(self.node, holder or "?")
         self.incarnation = row["incarnation"]
         self.renewed_at = started
         return Member(*row)

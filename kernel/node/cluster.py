@@ -27,7 +27,7 @@ import asyncpg
 
 from ..cluster import LeaseKeeper, Member, Membership, install, secret
 from ..cluster.membership import DB_ERRORS
-from ..errors import LeaseExpired
+from ..errors import LeaseExpired, NodeNameInUse
 from ..routing.remote import Remote, port_of
 from ..routing.runtime import Runtime
 from ..terms import set_home
@@ -83,9 +83,24 @@ class ClusterMember:
         await install(self._conn)
         self.secret = await secret(self._conn)
         self.membership = Membership(self._conn, self.name, self.address, self.lease, workers=self.workers)
-        me = await self.membership.join()
+        me = await self._join_first()
         self._keep()  # from now on: starting the workers may take longer than a lease
         return me
+
+    async def _join_first(self) -> Member:
+        """Join; while a predecessor under this name (dead, most likely) still has a live lease, wait
+        for it to run out, up to one lease; then :class:`~kernel.errors.NodeNameInUse`."""
+        assert self.membership is not None
+        deadline = asyncio.get_running_loop().time() + self.lease + 1.0
+        while True:
+            try:
+                return await self.membership.join()
+            except NodeNameInUse:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("a node named %s is still a member (a predecessor's lease?): waiting for it",
+                            self.name)
+                await asyncio.sleep(min(_REJOIN_RETRY * 5, self.lease / 4))
 
     async def run(self) -> None:
         """Report the live members (``on_up``), then watch them."""
