@@ -366,17 +366,18 @@ class Runtime:
         if pid == me:
             raise KernelError(f"{me!r} {to_self}")
         ref = self._next_call_ref()
-        if pid.node:
+        worker, serial, inc, node = pid  # one unpacking: each field read by name is a descriptor call
+        if node:
             remote = self.remote
             if remote is None or not remote.live(pid):
                 raise NoProc(dest)
-            envelope = (kind, pid.serial, pid.incarnation, payload, me.worker, me.serial, me.incarnation, ref)
-            remote.ship(pid.node, pid.worker, envelope, payload, "request" if kind == wire.CALL else "reason")
+            envelope = (kind, serial, inc, payload, me.worker, me.serial, me.incarnation, ref)
+            remote.ship(node, worker, envelope, payload, "request" if kind == wire.CALL else "reason")
             fut: asyncio.Future[Any] = self.loop.create_future()
-            self.calls[ref] = (fut, (pid.node, pid.worker), pid.incarnation, None)
-        elif pid.worker == self.index:
-            proc = self.local(pid)
-            if proc is None:
+            self.calls[ref] = (fut, (node, worker), inc, None)
+        elif worker == self.index:
+            proc = self.procs.get(serial) if inc == self.inc else None
+            if proc is None or proc._exiting:
                 raise NoProc(dest)
             self._handoff = ref
             try:
@@ -392,12 +393,12 @@ class Runtime:
             fut = self.loop.create_future()
             self.calls[ref] = (fut, self.index, self.inc, None)
         else:
-            if not self.pid_is_current(pid):
-                raise NoProc(dest)
-            envelope = (kind, pid.serial, pid.incarnation, payload, me.worker, me.serial, me.incarnation, ref)
-            self.ship(pid.worker, envelope, payload, "request" if kind == wire.CALL else "reason")
+            if worker != NODE and (self.incarnations.get(worker, -1) != inc or worker in self.down):
+                raise NoProc(dest)  # that worker incarnation is known dead (pid_is_current, inline)
+            envelope = (kind, serial, inc, payload, me.worker, me.serial, me.incarnation, ref)
+            self.ship(worker, envelope, payload, "request" if kind == wire.CALL else "reason")
             fut = self.loop.create_future()
-            self.calls[ref] = (fut, pid.worker, pid.incarnation, None)
+            self.calls[ref] = (fut, worker, inc, None)
         return await self._await_reply(ref, fut, dest, timeout)
 
     async def _await_reply(self, ref: int, fut: asyncio.Future[Any], dest: Any, timeout: float | None) -> Any:
@@ -428,13 +429,14 @@ class Runtime:
             raise TypeError(f"caller must be the caller value handle_call received, got {caller!r}") from None
         if not isinstance(pid, Pid) or not isinstance(ref, int):
             raise TypeError(f"caller must be the caller value handle_call received, got {caller!r}")
-        self._reply_to(pid.worker, pid.incarnation, ref, True, value, pid.node)
+        worker, _, inc, node = pid
+        self._reply_to(worker, inc, ref, True, value, node)
 
     def reply_from_handler(self, actor: Proc, caller: Any, value: Any) -> None:
         """A handler's return value: if it cannot be pickled, the caller learns why; the actor lives on."""
-        pid, ref = caller  # made by the kernel, so not checked as ``reply`` checks a user's
+        (worker, _, inc, node), ref = caller  # made by the kernel, so not checked as ``reply`` does
         try:
-            self._reply_to(pid.worker, pid.incarnation, ref, True, value, pid.node)
+            self._reply_to(worker, inc, ref, True, value, node)
         except NotSerializable as exc:
             log.error("%r returned a reply that cannot be pickled: %s", actor.pid, exc)
             self.fail_caller_with(caller, exc)
