@@ -232,7 +232,9 @@ class Runtime:
             return
         if self.incarnations.get(worker, 0) != inc:
             return  # that worker incarnation is dead: lost, as a message to any dead process
-        self.ship(worker, (kind, serial, inc, message), message)
+        # ``ship``'s peer lookup inline: one call frame less per cross-worker send.
+        self.ship_via(self.peers.get(worker) or self.peer(worker), worker, (kind, serial, inc, message),
+                      message, "message")
 
     def ship(self, index: int, envelope: tuple[Any, ...], payload: Any, what: str = "message") -> None:
         """Hand an envelope to the peer process ``index``: a plain payload waits for its tick's batch;
@@ -460,7 +462,8 @@ class Runtime:
             if inc == self.inc:
                 self._resolve(ref, ok, value)
             return
-        self.ship(index, (wire.REPLY, inc, ref, ok, value), value, "reply")
+        self.ship_via(self.peers.get(index) or self.peer(index), index, (wire.REPLY, inc, ref, ok, value),
+                      value, "reply")
 
     def _resolve(self, ref: int, ok: bool, value: Any) -> None:
         if not ok and not isinstance(value, BaseException):
