@@ -55,6 +55,9 @@ class Ops:
     ready: Callable[[int, int, int], None] | None = None
     #: A worker answered a heartbeat (node/heartbeat.py ``Heartbeat._pong``).
     pong: Callable[[int, int, float], None] | None = None
+    # -- rpcs the node process serves to the other nodes of its cluster ------------------------------
+    #: This node's whole snapshot (``Node.snapshot``), for an observer attached to another node.
+    node_snapshot: Callable[[], Awaitable[dict[str, Any]]] | None = None
     # -- rpcs a worker serves (node/worker.py) ----------------------------------------------------
     #: Stop every actor, close the checkpoint store, then exit.
     shutdown: Callable[[], Awaitable[None]] | None = None
