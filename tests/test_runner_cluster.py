@@ -117,6 +117,11 @@ def test_two_runners_form_a_cluster_and_one_control_socket_shows_both(dsn: str) 
                 client.close()
 
         kernel.run(main())
+        once = subprocess.run([sys.executable, "-m", "tools.observer", "--node", a, "--show", b, "--once",
+                               "--width", "160"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert once.returncode == 0, once.stderr
+        assert "cluster (2 nodes)" in once.stdout and "shown" not in once.stdout  # --once: b's own view
+        assert b in once.stdout.split("this node")[0].splitlines()[-1], once.stdout  # b's row
         for runner in runners:
             assert interrupt(runner) == 0
     finally:
