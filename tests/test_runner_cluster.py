@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,7 +86,7 @@ def test_two_runners_form_a_cluster_and_one_control_socket_shows_both(dsn: str) 
         for name in (a, b):
             listen = f"127.0.0.1:{free_base_port(2)}"
             runner, lines = start_runner("tests.apps.chaos_app:children", name, "--cluster", dsn,
-                                         "--listen", listen, "--lease", "3")
+                                         "--listen", listen, "--lease", "30")
             runners.append(runner)
             seen: list[str] = []
             wait_line(lines, "watch it live", seen)
@@ -95,7 +97,7 @@ def test_two_runners_form_a_cluster_and_one_control_socket_shows_both(dsn: str) 
             try:
                 snap = await both_listed(client, {a, b})
                 part = snap["cluster"]
-                assert part["node"] == a and part["lease"] == 3.0
+                assert part["node"] == a and part["lease"] == 30.0
                 members = {m["name"]: m for m in part["members"]}
                 assert members[a]["self"] and not members[b]["self"]
                 assert part["node_id"] == members[a]["id"] != members[b]["id"]
@@ -113,6 +115,18 @@ def test_two_runners_form_a_cluster_and_one_control_socket_shows_both(dsn: str) 
 
                 with pytest.raises(ControlError, match="no live node 'nowhere'"):
                     await client.request({"op": "snapshot", "node": "nowhere"})
+
+                # b's node process paused (well inside its lease): asking it is bounded, not stuck.
+                os.kill(runners[1].pid, signal.SIGSTOP)
+                try:
+                    began = time.monotonic()
+                    with pytest.raises(ControlError, match=f"node '{b}' did not answer within 3.0s"):
+                        await client.request({"op": "snapshot", "node": b})
+                    assert time.monotonic() - began < 3.0 + 1.5
+                    nodes = {m["name"]: m for m in (await client.request({"op": "cluster"}))["members"]}
+                    assert "did not answer" in nodes[b]["error"] and nodes[a]["actors"] >= 8, nodes
+                finally:
+                    os.kill(runners[1].pid, signal.SIGCONT)
             finally:
                 client.close()
 
