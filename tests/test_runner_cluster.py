@@ -141,3 +141,13 @@ def test_two_runners_form_a_cluster_and_one_control_socket_shows_both(dsn: str) 
     finally:
         for runner in runners:
             reap(runner)
+
+
+def test_an_unreachable_database_exits_1_saying_so() -> None:
+    nobody = free_base_port(0)  # nothing listens there
+    done = subprocess.run([sys.executable, "-m", "kernel", "run", "tests.apps.chaos_app:children",
+                           "--workers", "1", "--cluster", f"postgresql://127.0.0.1:{nobody}/x",
+                           "--listen", f"127.0.0.1:{free_base_port(1)}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "cannot join the cluster (--cluster, --listen)" in done.stderr and "Traceback" not in done.stderr
