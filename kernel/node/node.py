@@ -222,7 +222,7 @@ class Node:
             rt.ops, register=directory.register, unregister=directory.unregister,
             whereis=directory.whereis, registered=directory.registered, name_del=authority.name_del,
             send_name=authority.send_name, ready=self._on_ready, pong=self._heartbeat._pong,
-            node_snapshot=self.snapshot)
+            node_snapshot=self._node_snapshot)
         await rt.start()
         if self.cluster is not None:
             await self._join(rt)
@@ -740,8 +740,14 @@ class Node:
              "self": m.id == me}
             for m in sorted(member.members.values(), key=lambda m: m.id)]}
 
-    async def _remote_snapshot(self, name: str) -> dict[str, Any]:
-        """Node ``name``'s snapshot, asked of its node process through the cluster (``node_snapshot``)."""
+    async def _node_snapshot(self, summary: bool = False) -> dict[str, Any]:
+        """``node_snapshot``, asked by another node of the cluster: the snapshot, or only its counts (so
+        the observer's cluster panel does not ship every actor of every node across the network)."""
+        snap = await self.snapshot()
+        return _counts(snap) if summary else snap
+
+    async def _remote_snapshot(self, name: str, summary: bool = False) -> dict[str, Any]:
+        """Node ``name``'s snapshot (or counts), asked of its node process through the cluster."""
         rt = self._running
         found = [m for m in (self._member.members.values() if self._member is not None else ())
                  if m.node == name]
@@ -749,7 +755,7 @@ class Node:
             live = ", ".join(sorted(self.members.values())) or "none: this node is not in a cluster"
             raise ControlError("not_found", f"no live node {name!r} in this node's cluster (live: {live})")
         try:
-            part: dict[str, Any] = await rt.remote.rpc(found[0].id, NODE, "node_snapshot", (),
+            part: dict[str, Any] = await rt.remote.rpc(found[0].id, NODE, "node_snapshot", (summary,),
                                                        timeout=_REMOTE_WAIT)
         except CallTimeout:
             raise ControlError("unresponsive", f"node {name!r} did not answer within {_REMOTE_WAIT}s "
@@ -759,16 +765,14 @@ class Node:
         return part
 
     async def _cluster_nodes(self) -> dict[str, Any]:
-        """``{"op": "cluster"}``: every live member with its workers and actors counts, each node asked
-        for its snapshot at once (a node that does not answer within _REMOTE_WAIT shows its error)."""
+        """``{"op": "cluster"}``: every live member with its workers and actors counts, every node asked at
+        once (a node that does not answer within _REMOTE_WAIT shows its error instead)."""
         async def one(name: str) -> dict[str, Any]:
             try:
-                snap = await (self.snapshot() if name == self.name else self._remote_snapshot(name))
+                return await (self._node_snapshot(True) if name == self.name
+                              else self._remote_snapshot(name, summary=True))
             except ControlError as exc:
                 return {"error": exc.message}
-            return {"workers_alive": sum(1 for w in snap["workers"] if w.get("alive")),
-                    "workers_responsive": sum(1 for w in snap["workers"] if w.get("responsive")),
-                    "actors": len(snap["actors"])}
 
         if self._member is None:
             raise ControlError("not_found", "this node is not in a cluster (Node(cluster=...))")
@@ -924,6 +928,14 @@ class Node:
                 answer = None
         await asyncio.to_thread(checkpoints.drop_dead_letter, self.state_path, letter_id)
         return {"id": letter_id, "op": op} if op == "drop" else {"id": letter_id, "op": op, "answer": answer}
+
+
+def _counts(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot's workers (live, answering) and actors counts: a node's line in the cluster panel."""
+    workers = snapshot["workers"]
+    return {"workers_alive": sum(1 for w in workers if w.get("alive")),
+            "workers_responsive": sum(1 for w in workers if w.get("responsive")),
+            "actors": len(snapshot["actors"])}
 
 
 def _list_dead_letters(path: str) -> list[dict[str, Any]]:
