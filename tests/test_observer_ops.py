@@ -140,3 +140,19 @@ def test_stack_of_an_actor_that_blocks_its_worker(tmp_path: Any) -> None:
         await node.call(await node.spawn(Polite, worker=0), "sync")  # worker 0 is back
 
     run_node(body)
+
+
+def test_a_lone_node_has_no_cluster_part_and_refuses_the_cluster_ops() -> None:
+    """Single-host mode stays as it was: no ``cluster`` in the snapshot; ``cluster`` and a snapshot of
+    another node answer an error that says why."""
+    async def body(node: Node) -> None:
+        assert "cluster" not in await ask(node, {"op": "snapshot"})
+        assert (await ask(node, {"op": "snapshot", "node": node.name}))["node"] == node.name
+        with pytest.raises(ControlError, match="not in a cluster"):
+            await ask(node, {"op": "cluster"})
+        with pytest.raises(ControlError, match=r"no live node 'other'.*not in a cluster"):
+            await ask(node, {"op": "snapshot", "node": "other"})
+        with pytest.raises(ControlError, match="node must be the name of a node"):
+            await ask(node, {"op": "snapshot", "node": 3})
+
+    run_node(body, workers=1)

@@ -19,15 +19,20 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
 import kernel
 from kernel import ActorExited, Down, Node, WorkerStartFailed
+from kernel.transport.tcp import parse_listen
 from supervisors import ChildSpec, Supervisor, asgi_front
 
 console = Console(stderr=True)
+
+#: The environment variable ``--cluster`` defaults to.
+CLUSTER_ENV = "PYOTP_CLUSTER"
 
 
 def _positive_int(text: str) -> int:
@@ -82,7 +87,54 @@ def _parser() -> argparse.ArgumentParser:
                      help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)")
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                      help="address /metrics listens on (default 127.0.0.1; 0.0.0.0 for a remote Prometheus)")
+    cluster = run.add_argument_group(
+        "cluster", "join a cluster of nodes sharing one PostgreSQL database (docs/guides/cluster.md); "
+                   "each node needs its own --name")
+    cluster.add_argument("--cluster", default=os.environ.get(CLUSTER_ENV) or None, metavar="DSN",
+                         help=f"the cluster's postgresql:// DSN (default: ${CLUSTER_ENV} if set)")
+    cluster.add_argument("--listen", default=None, metavar="HOST:PORT",
+                         help="where other nodes reach this one: the node process listens on PORT, worker "
+                              "i on PORT+1+i (required with --cluster)")
+    cluster.add_argument("--lease", type=_positive_seconds, default=None, metavar="SECONDS",
+                         help="how long this node stays a member without renewing (default 10)")
+    cluster.add_argument("--tls-cert", default=None, metavar="FILE",
+                         help="this node's TLS certificate (PEM); with --tls-key and --tls-ca")
+    cluster.add_argument("--tls-key", default=None, metavar="FILE", help="its private key (PEM)")
+    cluster.add_argument("--tls-ca", default=None, metavar="FILE",
+                         help="the CA certificate that signs every node's certificate (PEM)")
     return parser
+
+
+def _cluster_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The Node's ``cluster``, ``listen``, ``lease`` and ``tls`` from the cluster options, refused
+    (usage + exit 2) naming the option when they do not go together."""
+    tls_files = {"--tls-cert": args.tls_cert, "--tls-key": args.tls_key, "--tls-ca": args.tls_ca}
+    if args.cluster is None:
+        given = [o for o, v in {"--listen": args.listen, "--lease": args.lease, **tls_files}.items()
+                 if v is not None]
+        if given:
+            parser.error(f"{given[0]} is only used with --cluster DSN (or ${CLUSTER_ENV})")
+        return {}
+    if not args.cluster.startswith(("postgresql://", "postgres://")):
+        parser.error(f"--cluster: expected a postgresql:// DSN, got {args.cluster!r}")
+    if args.listen is None:
+        parser.error("--listen HOST:PORT is required with --cluster: where other nodes reach this one")
+    try:
+        parse_listen(args.listen, "--listen")
+    except ValueError as exc:
+        parser.error(str(exc))
+    options: dict[str, Any] = {"cluster": args.cluster, "listen": args.listen}
+    if args.lease is not None:
+        options["lease"] = args.lease
+    missing = [o for o, v in tls_files.items() if v is None]
+    if len(missing) < 3:
+        if missing:
+            parser.error(f"{missing[0]} is missing: --tls-cert, --tls-key and --tls-ca go together")
+        for option, path in tls_files.items():
+            if not os.path.isfile(path):
+                parser.error(f"{option}: no such file {path!r}")
+        options["tls"] = kernel.TLS(args.tls_cert, args.tls_key, args.tls_ca)
+    return options
 
 
 def _tcp_port(lowest: int) -> Callable[[str], int]:
@@ -170,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.asgi is None) != (args.port is None):
         parser.error("--asgi MODULE:APP and --port N go together")
     asgi = (args.asgi, args.host, args.port) if args.asgi is not None else None
+    cluster = _cluster_options(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
     try:
@@ -179,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         options = {"workers": args.workers, "state": args.state, "name": args.name,
-                   "metrics_port": args.metrics_port, "metrics_host": args.metrics_host}
+                   "metrics_port": args.metrics_port, "metrics_host": args.metrics_host, **cluster}
         for option in ("worker_timeout", "start_timeout"):  # given: else the Node's own default
             if getattr(args, option) is not None:
                 options[option] = getattr(args, option)
@@ -187,7 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         console.print(f"[bold red]bad option:[/] {exc}")
         return 2
+    except asyncpg.PostgresError as exc:
+        console.print(f"[bold red]cannot join the cluster (--cluster):[/] {escape(str(exc))}", soft_wrap=True)
+        return 1
     except OSError as exc:
+        if cluster and "metrics_port" not in str(exc):
+            # The database did not answer, or the --listen port is taken.
+            console.print(f"[bold red]cannot join the cluster (--cluster, --listen):[/] "
+                          f"{escape(str(exc))}", soft_wrap=True)
+            return 1
         if "metrics_port" not in str(exc):
             raise
         console.print(f"[bold red]bad option:[/] {escape(str(exc))}", soft_wrap=True)

@@ -79,7 +79,7 @@ log = logging.getLogger("kernel.control")
 
 #: The closed set of requests; anything else is refused before the handler sees it.
 OPS = frozenset({"ping", "snapshot", "state", "kill", "stop", "replay", "drop", "dead_letters", "stack",
-                 "trace", "trace_log"})
+                 "trace", "trace_log", "cluster"})
 #: Largest request line accepted after authentication (requests are tiny; this only bounds abuse).
 MAX_REQUEST = 64 * 1024
 #: Largest line accepted before authentication, as in ``multiprocessing`` (``recv_bytes(256)``).
@@ -620,6 +620,10 @@ def _validate_request(req: dict[str, Any]) -> None:
         pid = req.get("pid")
         if not isinstance(pid, str) or not _PID_RE.fullmatch(pid):
             raise ControlError("bad_request", f"pid must be a pid repr such as '<0.3>', got {pid!r}")
+    if op == "snapshot" and req.get("node") is not None:
+        node = req["node"]
+        if not isinstance(node, str) or not node:
+            raise ControlError("bad_request", f"node must be the name of a node of the cluster, got {node!r}")
     if op == "trace":
         n = req.get("n")
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_TRACE:

@@ -74,6 +74,8 @@ _SNAPSHOT_WAIT = 1.5
 _SAMPLER_WAIT = 0.4
 #: Control-socket ops that ask one worker (an actor's state, a kill) wait at most this.
 _CONTROL_WAIT = 5.0
+#: The wait for another cluster node's snapshot: its own takes up to _SNAPSHOT_WAIT, plus the way there.
+_REMOTE_WAIT = 3.0
 #: Put on the workers' PYTHONPATH so `python -m kernel.node.worker` finds this very kernel.
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -222,7 +224,8 @@ class Node:
         rt.ops = dataclasses.replace(
             rt.ops, register=directory.register, unregister=directory.unregister,
             whereis=directory.whereis, registered=directory.registered, name_del=authority.name_del,
-            send_name=authority.send_name, ready=self._on_ready, pong=self._heartbeat._pong)
+            send_name=authority.send_name, ready=self._on_ready, pong=self._heartbeat._pong,
+            node_snapshot=self._node_snapshot)
         await rt.start()
         if self.cluster is not None:
             await self._join(rt)
@@ -740,8 +743,65 @@ class Node:
             out_workers.append({"index": index, "os_pid": self._os_pids[index], "alive": False,
                                 "responsive": False, "lag": None})
         out_workers.sort(key=lambda w: w["index"])
-        return {"node": self.name, "os_pid": os.getpid(), "started": self._started, "time": time.time(),
-                "workers": out_workers, "actors": actors}
+        out = {"node": self.name, "os_pid": os.getpid(), "started": self._started, "time": time.time(),
+               "workers": out_workers, "actors": actors}
+        if self._member is not None:
+            out["cluster"] = self._cluster_part()
+        return out
+
+    def _cluster_part(self) -> dict[str, Any]:
+        """The snapshot's ``cluster``: this node and the live members as of the last membership poll (no
+        query here: a snapshot stays as cheap alone as in a cluster). Times are Unix seconds, database
+        clock."""
+        member = self._member
+        assert member is not None
+        me = self.node_id
+        return {"node_id": me, "node": self.name, "lease": self.lease, "members": [
+            {"id": m.id, "name": m.node, "address": m.address, "workers": m.workers,
+             "incarnation": m.incarnation.timestamp(), "lease_expires": m.lease_expires.timestamp(),
+             "self": m.id == me}
+            for m in sorted(member.members.values(), key=lambda m: m.id)]}
+
+    async def _node_snapshot(self, summary: bool = False) -> dict[str, Any]:
+        """``node_snapshot``, asked by another node of the cluster: the snapshot, or only its counts (so
+        the observer's cluster panel does not ship every actor of every node across the network)."""
+        snap = await self.snapshot()
+        return _counts(snap) if summary else snap
+
+    async def _remote_snapshot(self, name: str, summary: bool = False) -> dict[str, Any]:
+        """Node ``name``'s snapshot (or counts), asked of its node process through the cluster."""
+        rt = self._running
+        found = [m for m in (self._member.members.values() if self._member is not None else ())
+                 if m.node == name]
+        if not found or rt.remote is None:
+            live = ", ".join(sorted(self.members.values())) or "none: this node is not in a cluster"
+            raise ControlError("not_found", f"no live node {name!r} in this node's cluster (live: {live})")
+        try:
+            part: dict[str, Any] = await rt.remote.rpc(found[0].id, NODE, "node_snapshot", (summary,),
+                                                       timeout=_REMOTE_WAIT)
+        except CallTimeout:
+            raise ControlError("unresponsive", f"node {name!r} did not answer within {_REMOTE_WAIT}s "
+                               "(paused, partitioned or overloaded); try again") from None
+        except KernelError as exc:
+            raise ControlError("unresponsive", f"node {name!r} cannot be asked: {exc}") from None
+        return part
+
+    async def _cluster_nodes(self) -> dict[str, Any]:
+        """``{"op": "cluster"}``: every live member with its workers and actors counts, every node asked at
+        once (a node that does not answer within _REMOTE_WAIT shows its error instead)."""
+        async def one(name: str) -> dict[str, Any]:
+            try:
+                return await (self._node_snapshot(True) if name == self.name
+                              else self._remote_snapshot(name, summary=True))
+            except ControlError as exc:
+                return {"error": exc.message}
+
+        if self._member is None:
+            raise ControlError("not_found", "this node is not in a cluster (Node(cluster=...))")
+        part = self._cluster_part()
+        counts = await asyncio.gather(*(one(m["name"]) for m in part["members"]))
+        part["members"] = [{**m, **c} for m, c in zip(part["members"], counts, strict=True)]
+        return part
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -789,7 +849,10 @@ class Node:
         if op == "ping":
             return {}
         if op == "snapshot":
-            return await self.snapshot()
+            node = request.get("node")
+            return await (self.snapshot() if node in (None, self.name) else self._remote_snapshot(node))
+        if op == "cluster":
+            return await self._cluster_nodes()
         if op in ("replay", "drop"):
             return await self._dead_letter(op, request["id"])
         if op == "dead_letters":
@@ -887,6 +950,14 @@ class Node:
                 answer = None
         await asyncio.to_thread(checkpoints.drop_dead_letter, self.state_path, letter_id)
         return {"id": letter_id, "op": op} if op == "drop" else {"id": letter_id, "op": op, "answer": answer}
+
+
+def _counts(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot's workers (live, answering) and actors counts: a node's line in the cluster panel."""
+    workers = snapshot["workers"]
+    return {"workers_alive": sum(1 for w in workers if w.get("alive")),
+            "workers_responsive": sum(1 for w in workers if w.get("responsive")),
+            "actors": len(snapshot["actors"])}
 
 
 def _list_dead_letters(path: str) -> list[dict[str, Any]]:

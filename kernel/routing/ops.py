@@ -55,6 +55,10 @@ class Ops:
     ready: Callable[[int, int, int], None] | None = None
     #: A worker answered a heartbeat (node/heartbeat.py ``Heartbeat._pong``).
     pong: Callable[[int, int, float], None] | None = None
+    # -- rpcs the node process serves to the other nodes of its cluster ------------------------------
+    #: This node's snapshot (``Node.snapshot``), or with True only its counts, for an observer attached
+    #: to another node (``Node._node_snapshot``).
+    node_snapshot: Callable[[bool], Awaitable[dict[str, Any]]] | None = None
     # -- rpcs a worker serves (node/worker.py) ----------------------------------------------------
     #: Stop every actor, close the checkpoint store, then exit.
     shutdown: Callable[[], Awaitable[None]] | None = None

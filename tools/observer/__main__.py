@@ -1,9 +1,14 @@
-"""``python -m tools.observer [--node NAME] [--once]``: watch a running node, or print one snapshot.
+"""``python -m tools.observer [--node NAME] [--show OTHER] [--once]``: watch a running node, or print one
+snapshot.
 
 Without ``--node`` the running nodes of this user are listed: one is attached to, several are offered
 to pick from, none is an error (exit 1). ``--once`` prints the trees and tables as plain text and exits
 0: for scripts and bug reports; a worker that did not answer is named (on stderr and at the top),
 its actors missing, rather than failing the whole snapshot.
+
+A node's control socket is a Unix socket on its own host, found by name in this user's runtime directory,
+so ``--node`` attaches to a node of this host. ``--show OTHER`` shows another node of that node's cluster,
+its snapshot asked through the cluster (read-only); the ``cluster`` panel lists every node either way.
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--node",
         metavar="NAME",
         help="the node to attach to (default: the only running one, or pick from a list)",
+    )
+    parser.add_argument(
+        "--show",
+        metavar="NODE",
+        help="a cluster node: show another node of its cluster (by name), read through the attached one",
     )
     parser.add_argument("--once", action="store_true", help="print one snapshot as plain text and exit")
     parser.add_argument(
@@ -84,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert name is not None
     if args.once:
         try:
-            snapshot = request(name, {"op": "snapshot"}, timeout=ONCE_TIMEOUT)
+            ask = {"op": "snapshot"} if args.show is None else {"op": "snapshot", "node": args.show}
+            snapshot = request(name, ask, timeout=ONCE_TIMEOUT)
         except TimeoutError:
             err.print(f"node {name!r} did not answer within {ONCE_TIMEOUT:g} s (its event loop is blocked or "
                       "overloaded); try again, or look at its log")
@@ -106,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .app import ObserverApp
     from .client import NodeSource
 
-    app = ObserverApp(NodeSource(name), node=name, interval=args.interval)
+    app = ObserverApp(NodeSource(name, args.show), node=name, interval=args.interval)
     app.sort_key = args.sort
     app.run()
     return 0

@@ -13,6 +13,9 @@ Keys (``?`` shows them): ``m``/``r``/``e``/``p`` sort the process table by mailb
 ``s`` stops the selected actor the orderly way and ``k`` kills it, each after a confirmation; ``t`` traces
 its next :data:`TRACE_N` messages in and out (a live view until the trace ends); ``d`` opens the dead
 letters (replay ``r``, drop ``x``); ``space``/``enter`` fold a tree node; ``tab`` moves focus; ``q`` quits.
+On a node of a cluster the ``cluster`` panel lists every node (name, id, address, workers, actors, lease
+left) and ``n`` shows the next one, its snapshot read through the attached node (read-only: acting on its
+actors needs its own host's control socket).
 
 The selection follows the actor, not the row: across refreshes, re-sorts, filters and restarts (a
 restarted child is found again by its supervisor path, a named actor by its name), both cursors stay on it.
@@ -59,6 +62,8 @@ TABLE_LIMIT = 500
 #: Children shown per tree node before "… N more".
 TREE_CHILDREN = 200
 HISTORY = 60
+#: Polls between two reads of every cluster node's counts (each asks every node for its whole snapshot).
+CLUSTER_EVERY = 5
 #: Messages one ``t`` traces (the kernel allows up to 1000): a look, as recon_trace's usual limit.
 TRACE_N = 20
 
@@ -148,6 +153,7 @@ class HelpScreen(ModalScreen[None]):
         ("k", "kill the selected actor (asks first)"),
         ("t", f"trace the selected actor's next {TRACE_N} messages in and out; escape goes back"),
         ("d", "dead letters: r replays the selected one, x drops it, escape goes back"),
+        ("n", "a cluster node: show the next node of its cluster, read through this one"),
         ("q", "quit"),
     )
 
@@ -368,11 +374,13 @@ class ObserverApp(App[None]):
         Binding("r", "sort('rate')", "by msgs/s"),
         Binding("e", "sort('memory')", "by memory"),
         Binding("p", "sort('pid')", "by pid"),
+        Binding("n", "next_node", "next node"),
     ]
     DEFAULT_CSS = """
     #top { height: 3fr; }
     #tree { width: 1fr; border: round $primary; }
     #side { width: 1fr; min-width: 86; }
+    #cluster { height: auto; border: round $primary; display: none; }
     #workers { height: auto; border: round $primary; }
     #details { height: 1fr; border: round $primary; overflow-y: auto; }
     #procs { height: 2fr; border: round $primary; }
@@ -398,6 +406,9 @@ class ObserverApp(App[None]):
         self._tree_nodes: dict[str, TreeNode[str]] = {}
         self._polling = False
         self.filter = ""
+        #: Per cluster node, its live workers and actors (control op ``cluster``), every CLUSTER_EVERY polls.
+        self.cluster_counts: dict[str, dict[str, Any]] = {}
+        self._polls = 0
 
     # ----------------------------------------------------------------------------------- layout
 
@@ -408,6 +419,7 @@ class ObserverApp(App[None]):
             tree.show_root = True
             yield tree
             with Vertical(id="side"):
+                yield Static("", id="cluster")
                 yield Static("", id="workers")
                 yield Static("select an actor", id="details")
         table: DataTable[Text] = DataTable(id="procs", cursor_type="row", zebra_stripes=True)
@@ -434,6 +446,11 @@ class ObserverApp(App[None]):
         self._polling = True
         try:
             snapshot = await self.source.snapshot()
+            if snapshot.get("cluster") and self._polls % CLUSTER_EVERY == 0:
+                with contextlib.suppress(ControlError, OSError, TimeoutError):
+                    nodes = (await self.source.cluster())["members"]
+                    self.cluster_counts = {m["name"]: m for m in nodes}
+            self._polls += 1
             self.rates = render.compute_rates(self.snapshot, snapshot)
             self.snapshot = snapshot
             for index, rate in self.rates.workers.items():
@@ -516,6 +533,13 @@ class ObserverApp(App[None]):
         self.query_one("#workers", Static).update(
             Group(table, Text("\n".join(problems), style="bold red")) if problems else table
         )
+        cluster = render.cluster_table(self.snapshot, self.cluster_counts, self.node)
+        panel = self.query_one("#cluster", Static)
+        panel.display = cluster is not None
+        if cluster is not None:
+            panel.update(cluster)
+            shown = self.snapshot.get("node")
+            self.sub_title = self.node if shown in (None, self.node) else f"{shown} (through {self.node})"
         self._draw_tree()
         self._draw_table()
         self._draw_details()
@@ -698,6 +722,22 @@ class ObserverApp(App[None]):
         picked = self._describe_selected()
         if picked is not None:
             self.push_screen(TraceScreen(self.source, *picked, interval=self.interval))
+
+    async def action_next_node(self) -> None:
+        """Show the next node of the cluster (in id order, back to the attached one), read through the
+        attached node; the rates and history start afresh, as for a new node."""
+        part = (self.snapshot or {}).get("cluster")
+        if not part:
+            self._set_status("not a cluster node: nothing else to show")
+            return
+        names = [m["name"] for m in part["members"]]
+        shown = (self.snapshot or {}).get("node")
+        following = names[(names.index(shown) + 1) % len(names)] if shown in names else self.node
+        self.source.view(following)
+        self.snapshot, self.selected, self.selected_state = None, None, None
+        self.history.clear()
+        self._polls = 0
+        await self.poll()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -33,6 +33,10 @@ class Source(Protocol):
 
     async def dead_letters(self) -> list[dict[str, Any]]: ...
 
+    async def cluster(self) -> dict[str, Any]: ...
+
+    def view(self, node: str | None) -> None: ...
+
     async def replay(self, letter_id: int) -> dict[str, Any]: ...
 
     async def drop(self, letter_id: int) -> dict[str, Any]: ...
@@ -45,13 +49,25 @@ class NodeSource:
 
     After a failure the connection is dropped and the next call tries again, so the observer survives
     a node restart (it shows the error meanwhile).
+
+    ``viewed``: another node of the attached node's cluster whose snapshot is shown, asked through the
+    cluster (``{"op": "snapshot", "node": NAME}``); None shows the attached node. Acting on a viewed
+    node's actors is refused: its control socket is on its own host.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, viewed: str | None = None) -> None:
         self.name = name
+        self.viewed = viewed
         self._client: ControlClient | None = None
 
+    def view(self, node: str | None) -> None:
+        """Show ``node`` (through the attached one) from the next snapshot; None or its own name: itself."""
+        self.viewed = None if node == self.name else node
+
     async def _request(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.viewed is not None and req["op"] not in ("snapshot", "cluster"):
+            raise ControlError("remote", f"node {self.viewed} is viewed through {self.name}: to act on its "
+                               f"actors, run `python -m tools.observer --node {self.viewed}` on its host")
         if self._client is None:
             client = ControlClient()
             await client.connect(self.name)
@@ -65,7 +81,12 @@ class NodeSource:
             raise
 
     async def snapshot(self) -> dict[str, Any]:
+        if self.viewed is not None:
+            return await self._request({"op": "snapshot", "node": self.viewed})
         return await self._request({"op": "snapshot"})
+
+    async def cluster(self) -> dict[str, Any]:
+        return await self._request({"op": "cluster"})
 
     async def state(self, pid: str) -> dict[str, Any]:
         return await self._request({"op": "state", "pid": pid})

@@ -567,11 +567,52 @@ def trace_summary(log: Mapping[str, Any]) -> str:
         "tracing…" if ended is None else done)
 
 
+def cluster_table(snapshot: Snapshot, counts: Mapping[str, Mapping[str, Any]] | None = None,
+                  attached: str | None = None) -> Table | None:
+    """The nodes of the snapshot's cluster (None alone): name, id, address, workers, the lease left at the
+    node's last membership poll (the database's clock against the node's), and which one is shown:
+    ``this node``, or ``shown`` and ``attached`` when the observer reads one node through another.
+
+    ``counts`` (node name -> the control op ``cluster``'s entry) adds each node's live workers and actors.
+    """
+    part = snapshot.get("cluster")
+    if not part:
+        return None
+    viewed = snapshot.get("node")
+    table = Table(title=f"cluster ({len(part.get('members', ()))} nodes)", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
+    for header, justify in (("node", "left"), ("id", "right"), ("address", "left"), ("workers", "right"),
+                            ("actors", "right"), ("lease left", "right"), ("", "left")):
+        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    polled = float(snapshot.get("time", 0.0))
+    for m in part.get("members", ()):
+        entry = (counts or {}).get(m.get("name", ""), {})
+        workers = str(m.get("workers", "-"))
+        if "workers_alive" in entry:
+            workers = f"{entry['workers_alive']}/{workers}"
+        actors: RenderableType = str(entry["actors"]) if "actors" in entry else "-"
+        if "error" in entry:
+            actors = Text("unreachable", style="bold red")
+        left = float(m.get("lease_expires", 0.0)) - polled
+        if attached is None or attached == viewed:
+            marks = ["this node"] if m.get("self") else []
+        else:
+            marks = ["shown"] if m.get("self") else ["attached"] if m.get("name") == attached else []
+        table.add_row(Text(str(m.get("name", "?")), style="bold" if m.get("name") == viewed else ""),
+                      str(m.get("id", "-")), str(m.get("address", "-")), workers, actors,
+                      f"{left:.1f}s" if left > 0 else Text("expired", style="bold red"),
+                      Text(", ".join(marks), style="green"))
+    return table
+
+
 def render_once(snapshot: Snapshot, *, sort: str = "mailbox", limit: int | None = None) -> Group:
-    """Everything ``--once`` prints: the trees, the workers table and the process table."""
+    """Everything ``--once`` prints: the trees, the workers table and the process table (and, for a node
+    of a cluster, the cluster's nodes first)."""
     problems = [Text(line, style="bold red") for line in worker_problems(snapshot)]
+    cluster = cluster_table(snapshot)
     return Group(
         *problems,
+        *((cluster, Text("")) if cluster is not None else ()),
         supervision_tree(snapshot),
         Text(""),
         workers_table(snapshot),
