@@ -2,7 +2,8 @@
 
 A :class:`ClusterNode` is one ``Node(cluster=..., listen="127.0.0.1:PORT")`` in its own OS process,
 driven by JSON lines: :meth:`ClusterNode.ask` sends a command and waits for its answer; monitors'
-``Down`` lines arrive on :attr:`ClusterNode.downs`. Every wait is bounded and on a fact (a line).
+``Down`` lines arrive on :attr:`ClusterNode.downs`, linkers' ``Exit`` lines on :attr:`ClusterNode.exits`.
+Every wait is bounded and on a fact (a line).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +30,7 @@ from kernel.pgserver import PostgresServer
 from tests.support import BOUND
 from tests.support.processes import ROOT
 
-__all__ = ["ClusterNode", "database", "free_base_port"]
+__all__ = ["ClusterNode", "database", "free_base_port", "nodes", "wait_members"]
 
 
 def free_base_port(workers: int) -> int:
@@ -89,6 +91,7 @@ class ClusterNode:
         self._answers: dict[int, queue.Queue[dict[str, Any]]] = {}
         self._ready: queue.Queue[int | None] = queue.Queue()
         self.downs: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.exits: queue.Queue[dict[str, Any]] = queue.Queue()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -106,6 +109,8 @@ class ClusterNode:
                     self._ready.put(item["ready"])
                 elif "down" in item:
                     self.downs.put(item)
+                elif "exit" in item:
+                    self.exits.put(item)
                 elif "id" in item:
                     self._box(item["id"]).put(item)
         self._ready.put(None)
@@ -154,6 +159,13 @@ class ClusterNode:
         except queue.Empty:
             raise AssertionError(f"node {self.name} saw no Down within {bound}s") from None
 
+    def exit(self, bound: float = BOUND) -> dict[str, Any]:
+        """The next ``Exit`` a linker (op ``link``) trapped."""
+        try:
+            return self.exits.get(timeout=bound)
+        except queue.Empty:
+            raise AssertionError(f"node {self.name} saw no Exit within {bound}s") from None
+
     def kill(self) -> None:
         """SIGKILL the node's whole process group (the node process and its workers), and reap it."""
         with contextlib.suppress(ProcessLookupError):
@@ -185,3 +197,31 @@ class ClusterNode:
         self._close_stdin()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # a worker left behind, if any
+
+
+def wait_members(node: ClusterNode, ids: set[int], bound: float = BOUND) -> None:
+    """Wait until ``node``'s view of the live members is exactly ``ids``."""
+    deadline = time.monotonic() + bound
+    while True:
+        seen = {int(k) for k in node.ask(op="members")["members"]}
+        if seen == ids:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{node.name} sees members {seen}, expected {ids}")
+        time.sleep(0.05)  # polling the node's view: the membership poll itself is what moves it
+
+
+@contextlib.contextmanager
+def nodes(dsn: str, names: str = "abc", lease: float = 2.0) -> Iterator[list[ClusterNode]]:
+    """Nodes named by the letters of ``names``, ready and seeing each other; closed afterwards (the
+    list may be changed inside: whatever it holds at the end is closed)."""
+    found = [ClusterNode(name, dsn, lease) for name in names]
+    try:
+        for node in found:
+            node.ready()
+        for node in found:
+            wait_members(node, {n.id for n in found})
+        yield found
+    finally:
+        for node in found:
+            node.close()
