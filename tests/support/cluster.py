@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -76,13 +76,15 @@ def database(postgres: PostgresServer) -> Iterator[str]:
 class ClusterNode:
     """One cluster node subprocess; ``id`` is its node id once :meth:`ready` returned."""
 
-    def __init__(self, name: str, dsn: str, lease: float = 2.0, workers: int = 2) -> None:
+    def __init__(self, name: str, dsn: str, lease: float = 2.0, workers: int = 2,
+                 prefix: Sequence[str] = ()) -> None:
+        """``prefix``: a command the node runs under (``ip netns exec NS``: it execs, same pid)."""
         self.name = name
         self.port = free_base_port(workers)
         config = {"name": name, "dsn": dsn, "listen": f"127.0.0.1:{self.port}", "lease": lease,
                   "workers": workers}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.cluster_node", json.dumps(config)], cwd=ROOT,
+            [*prefix, sys.executable, "-m", "tests.support.cluster_node", json.dumps(config)], cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True, start_new_session=True)
