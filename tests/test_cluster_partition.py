@@ -66,8 +66,8 @@ def relay(netns: str, postgres: PostgresServer) -> Iterator[subprocess.Popen[str
     socket_path = os.path.join(postgres.directory, f".s.PGSQL.{postgres.port}")
     proc = subprocess.Popen(
         ["ip", "netns", "exec", netns, sys.executable, "-m", "tests.support.unix_relay",
-         str(postgres.port), socket_path], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True)
+         str(postgres.port), socket_path], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -77,8 +77,9 @@ def relay(netns: str, postgres: PostgresServer) -> Iterator[subprocess.Popen[str
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(BOUND)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_a_partitioned_node_fences_itself_and_is_taken_over(postgres: PostgresServer, netns: str) -> None:
