@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from kernel.pgserver import PostgresServer
-from tests.support.cluster import ClusterNode, database, nodes, wait_members
+from tests.support.cluster import ClusterNode, database, nodes, unique_names, wait_members
 
 LEASE = 2.0
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def cluster(postgres: PostgresServer) -> Iterator[list[ClusterNode]]:
-    with database(postgres) as dsn, nodes(dsn, "abc", LEASE) as found:
+    with database(postgres) as dsn, nodes(dsn, unique_names("abc"), LEASE) as found:
         yield found
 
 
@@ -33,7 +33,7 @@ def test_a_link_into_a_killed_node_fires_node_down(cluster: list[ClusterNode]) -
     started = time.monotonic()
     c.kill()
     for linker in (a, b):
-        assert linker.exit(bound=LEASE + 5) == {"exit": linker.name + "-c", "reason": "node_down",
+        assert linker.exit(bound=LEASE + 5) == {"exit": linker.name[0] + "-c", "reason": "node_down",
                                                  "pid": target}
     took = time.monotonic() - started
     print(f"link node_down after SIGKILL: {took:.2f}s (lease {LEASE}s)")

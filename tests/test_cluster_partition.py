@@ -28,7 +28,7 @@ import pytest
 from kernel.pgserver import PostgresServer
 from supervisors.placement import place_member
 from tests.support import BOUND
-from tests.support.cluster import ClusterNode, database, wait_members
+from tests.support.cluster import ClusterNode, database, unique_names, wait_members
 from tests.support.processes import ROOT
 
 LEASE = 2.0
@@ -84,8 +84,9 @@ def relay(netns: str, postgres: PostgresServer) -> Iterator[subprocess.Popen[str
 
 def test_a_partitioned_node_fences_itself_and_is_taken_over(postgres: PostgresServer, netns: str) -> None:
     with database(postgres) as dsn, relay(netns, postgres):
-        cluster = [ClusterNode("pa", dsn, LEASE), ClusterNode("pb", dsn, LEASE),
-                   ClusterNode("pc", dsn, LEASE, prefix=["ip", "netns", "exec", netns])]
+        names = unique_names("abc")
+        cluster = [ClusterNode(names[0], dsn, LEASE), ClusterNode(names[1], dsn, LEASE),
+                   ClusterNode(names[2], dsn, LEASE, prefix=["ip", "netns", "exec", netns])]
         try:
             for node in cluster:
                 node.ready()

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 
 from kernel.pgserver import PostgresServer
 from tests.support import BOUND
-from tests.support.cluster import ClusterNode, database, nodes, wait_members
+from tests.support.cluster import ClusterNode, database, nodes, unique_names, wait_members
 
 LEASE = 2.0
 KEYS = ("k0", "k1", "k2")
@@ -77,13 +77,13 @@ class History:
         if reply is not None and "ok" in reply:
             host, total = reply["ok"]
             self.events[key].append(("ack", amount, host, total))
-            self.log.append(f"{via.name}:{key}+{amount}=ack({total}@{host})")
+            self.log.append(f"{via.name[0]}:{key}+{amount}=ack({total}@{host})")
         else:
             text = "timeout" if reply is None else reply["error"]
             why = text.split("reason: ")[-1][:60] if "reason: " in text else ""
             error = f"{text.split(':')[0]} {why}".strip()
             self.events[key].append(("unknown", amount))
-            self.log.append(f"{via.name}:{key}+{amount}=?({error})")
+            self.log.append(f"{via.name[0]}:{key}+{amount}=?({error})")
 
     def check(self, key: str, final: int) -> None:
         """The exact counter checks of the module docstring, over one key's history."""
@@ -130,7 +130,7 @@ def restart(cluster: list[ClusterNode], i: int, dsn: str, history: History) -> N
     cluster[i] = ClusterNode(victim.name, dsn, LEASE)  # in the list first: closed even if it fails
     cluster[i].ready()
     settle(cluster)
-    history.log.append(f"kill {victim.name} (back as node {cluster[i].id} in "
+    history.log.append(f"kill {victim.name[0]} (back as node {cluster[i].id} in "
                        f"{time.monotonic() - started:.1f}s)")
 
 
@@ -152,7 +152,7 @@ def pause(cluster: list[ClusterNode], i: int, key: str, amount: int, history: Hi
         victim.resume()
     collect(history, victim, late, key, amount)
     settle(cluster)
-    history.log.append(f"pause {victim.name} ({stopped:.1f}s stopped, declared down)")
+    history.log.append(f"pause {victim.name[0]} ({stopped:.1f}s stopped, declared down)")
 
 
 async def rows(dsn: str) -> dict[str, tuple[int, int, int]]:
@@ -202,7 +202,7 @@ def test_no_acknowledged_write_is_lost_and_no_two_holders_commit(
     history = History()
     started = time.monotonic()
     try:
-        with database(postgres) as dsn, nodes(dsn, "abc", LEASE) as cluster:
+        with database(postgres) as dsn, nodes(dsn, unique_names("abc"), LEASE) as cluster:
             for step in schedule:
                 if step[0] == "call":
                     add(history, cluster[step[1]], KEYS[step[2]], step[3])

@@ -24,7 +24,7 @@ import pytest
 from kernel.pgserver import PostgresServer
 from supervisors.placement import place_member
 from tests.support import BOUND
-from tests.support.cluster import ClusterNode, database, free_base_port, wait_members
+from tests.support.cluster import ClusterNode, database, free_base_port, unique_names, wait_members
 from tests.support.processes import ROOT
 
 LEASE = 2.0
@@ -72,8 +72,9 @@ def test_a_rejoin_during_a_workers_first_connect_still_serves_the_nodes_keys(
         postgres: PostgresServer) -> None:
     with database(postgres) as dsn, relay(postgres) as (slow, port):
         slow_dsn = dsn.replace(f":{postgres.port}/", f":{port}/")
-        cluster = [ClusterNode("ra", dsn, LEASE), ClusterNode("rb", dsn, LEASE),
-                   ClusterNode("rc", slow_dsn, LEASE, workers=1)]
+        names = unique_names("abc")
+        cluster = [ClusterNode(names[0], dsn, LEASE), ClusterNode(names[1], dsn, LEASE),
+                   ClusterNode(names[2], slow_dsn, LEASE, workers=1)]
         try:
             for node in cluster:
                 node.ready()

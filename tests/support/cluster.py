@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -30,7 +30,7 @@ from kernel.pgserver import PostgresServer
 from tests.support import BOUND
 from tests.support.processes import ROOT
 
-__all__ = ["ClusterNode", "database", "free_base_port", "nodes", "wait_members"]
+__all__ = ["ClusterNode", "database", "free_base_port", "nodes", "unique_names", "wait_members"]
 
 
 def free_base_port(workers: int) -> int:
@@ -213,10 +213,16 @@ def wait_members(node: ClusterNode, ids: set[int], bound: float = BOUND) -> None
         time.sleep(0.05)  # polling the node's view: the membership poll itself is what moves it
 
 
+def unique_names(letters: str) -> list[str]:
+    """One node name per letter, made unique to this test process: node names are host-wide (each
+    node's control socket), and other test runs on the machine start nodes ``a``, ``b``, ``c`` too."""
+    return [f"{letter}-{os.getpid()}" for letter in letters]
+
+
 @contextlib.contextmanager
-def nodes(dsn: str, names: str = "abc", lease: float = 2.0) -> Iterator[list[ClusterNode]]:
-    """Nodes named by the letters of ``names``, ready and seeing each other; closed afterwards (the
-    list may be changed inside: whatever it holds at the end is closed)."""
+def nodes(dsn: str, names: Iterable[str] = "abc", lease: float = 2.0) -> Iterator[list[ClusterNode]]:
+    """Nodes named ``names`` (a string: one per letter), ready and seeing each other; closed afterwards
+    (the list may be changed inside: whatever it holds at the end is closed)."""
     found = [ClusterNode(name, dsn, lease) for name in names]
     try:
         for node in found:
