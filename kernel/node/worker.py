@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -106,10 +107,20 @@ async def _serve(config: dict[str, Any]) -> None:
     if member:
         from ..cluster.backend import PgBackend  # asyncpg loads only in cluster mode
 
-        # A rejoin replaces the incarnation its claims are made under ("rejoined" below).
-        rt.store = CheckpointService.on(
-            lambda: PgBackend(member["dsn"], member["node"], member["incarnation"]),
-            f"cluster database, as node {member['node']!r}")
+        # A rejoin replaces the incarnation its claims are made under ("rejoined" below). It may come
+        # while the backend is being opened (on the writer thread, connecting): under the lock, the
+        # later of the two sets the incarnation the backend claims with.
+        incarnation_lock = threading.Lock()
+        opened: list[PgBackend] = []
+
+        def open_backend() -> PgBackend:
+            backend = PgBackend(member["dsn"], member["node"], member["incarnation"])
+            with incarnation_lock:
+                backend.incarnation = datetime.fromisoformat(member["incarnation"])
+                opened[:] = [backend]
+            return backend
+
+        rt.store = CheckpointService.on(open_backend, f"cluster database, as node {member['node']!r}")
     else:
         rt.store = CheckpointService(config["state"], config["synchronous"], config["lock_wait"])
     rt.listener.max_message = config["max_message"]
@@ -147,10 +158,10 @@ async def _serve(config: dict[str, Any]) -> None:
         assert remote is not None
 
         def rejoined(incarnation: str) -> None:
-            member["incarnation"] = incarnation
-            backend = rt.store.backend_in_use()
-            if backend is not None:
-                backend.incarnation = datetime.fromisoformat(incarnation)
+            with incarnation_lock:
+                member["incarnation"] = incarnation
+                for backend in opened:
+                    backend.incarnation = datetime.fromisoformat(incarnation)
 
         rt.ops = dataclasses.replace(rt.ops, node_up=remote.node_up, node_down=remote.node_down,
                                      node_worker_down=remote.worker_down, fence=rt.fence, rejoined=rejoined)

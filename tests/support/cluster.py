@@ -2,7 +2,8 @@
 
 A :class:`ClusterNode` is one ``Node(cluster=..., listen="127.0.0.1:PORT")`` in its own OS process,
 driven by JSON lines: :meth:`ClusterNode.ask` sends a command and waits for its answer; monitors'
-``Down`` lines arrive on :attr:`ClusterNode.downs`. Every wait is bounded and on a fact (a line).
+``Down`` lines arrive on :attr:`ClusterNode.downs`, linkers' ``Exit`` lines on :attr:`ClusterNode.exits`.
+Every wait is bounded and on a fact (a line).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -28,7 +30,7 @@ from kernel.pgserver import PostgresServer
 from tests.support import BOUND
 from tests.support.processes import ROOT
 
-__all__ = ["ClusterNode", "database", "free_base_port"]
+__all__ = ["ClusterNode", "database", "free_base_port", "nodes", "unique_names", "wait_members"]
 
 
 def free_base_port(workers: int) -> int:
@@ -74,13 +76,15 @@ def database(postgres: PostgresServer) -> Iterator[str]:
 class ClusterNode:
     """One cluster node subprocess; ``id`` is its node id once :meth:`ready` returned."""
 
-    def __init__(self, name: str, dsn: str, lease: float = 2.0, workers: int = 2) -> None:
+    def __init__(self, name: str, dsn: str, lease: float = 2.0, workers: int = 2,
+                 prefix: Sequence[str] = ()) -> None:
+        """``prefix``: a command the node runs under (``ip netns exec NS``: it execs, same pid)."""
         self.name = name
         self.port = free_base_port(workers)
         config = {"name": name, "dsn": dsn, "listen": f"127.0.0.1:{self.port}", "lease": lease,
                   "workers": workers}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.cluster_node", json.dumps(config)], cwd=ROOT,
+            [*prefix, sys.executable, "-m", "tests.support.cluster_node", json.dumps(config)], cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True, start_new_session=True)
@@ -89,6 +93,7 @@ class ClusterNode:
         self._answers: dict[int, queue.Queue[dict[str, Any]]] = {}
         self._ready: queue.Queue[int | None] = queue.Queue()
         self.downs: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.exits: queue.Queue[dict[str, Any]] = queue.Queue()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -106,6 +111,8 @@ class ClusterNode:
                     self._ready.put(item["ready"])
                 elif "down" in item:
                     self.downs.put(item)
+                elif "exit" in item:
+                    self.exits.put(item)
                 elif "id" in item:
                     self._box(item["id"]).put(item)
         self._ready.put(None)
@@ -154,6 +161,13 @@ class ClusterNode:
         except queue.Empty:
             raise AssertionError(f"node {self.name} saw no Down within {bound}s") from None
 
+    def exit(self, bound: float = BOUND) -> dict[str, Any]:
+        """The next ``Exit`` a linker (op ``link``) trapped."""
+        try:
+            return self.exits.get(timeout=bound)
+        except queue.Empty:
+            raise AssertionError(f"node {self.name} saw no Exit within {bound}s") from None
+
     def kill(self) -> None:
         """SIGKILL the node's whole process group (the node process and its workers), and reap it."""
         with contextlib.suppress(ProcessLookupError):
@@ -185,3 +199,37 @@ class ClusterNode:
         self._close_stdin()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # a worker left behind, if any
+
+
+def wait_members(node: ClusterNode, ids: set[int], bound: float = BOUND) -> None:
+    """Wait until ``node``'s view of the live members is exactly ``ids``."""
+    deadline = time.monotonic() + bound
+    while True:
+        seen = {int(k) for k in node.ask(op="members")["members"]}
+        if seen == ids:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{node.name} sees members {seen}, expected {ids}")
+        time.sleep(0.05)  # polling the node's view: the membership poll itself is what moves it
+
+
+def unique_names(letters: str) -> list[str]:
+    """One node name per letter, made unique to this test process: node names are host-wide (each
+    node's control socket), and other test runs on the machine start nodes ``a``, ``b``, ``c`` too."""
+    return [f"{letter}-{os.getpid()}" for letter in letters]
+
+
+@contextlib.contextmanager
+def nodes(dsn: str, names: Iterable[str] = "abc", lease: float = 2.0) -> Iterator[list[ClusterNode]]:
+    """Nodes named ``names`` (a string: one per letter), ready and seeing each other; closed afterwards
+    (the list may be changed inside: whatever it holds at the end is closed)."""
+    found = [ClusterNode(name, dsn, lease) for name in names]
+    try:
+        for node in found:
+            node.ready()
+        for node in found:
+            wait_members(node, {n.id for n in found})
+        yield found
+    finally:
+        for node in found:
+            node.close()

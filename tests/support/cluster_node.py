@@ -4,7 +4,8 @@ CONFIG is JSON: ``{"name", "dsn", "listen", "lease", "workers"}``. The node star
 ``{"ready": node_id}``, then reads one JSON command per line on stdin and prints one JSON answer per
 line (``{"id": n, "ok": value}`` or ``{"id": n, "error": "Type: text"}``). Commands run concurrently, so
 a test can leave a call waiting while it kills another node. Monitors report their ``Down`` as a line
-``{"down": tag, "reason": ...}`` when it arrives. The node exits when stdin closes.
+``{"down": tag, "reason": ...}`` when it arrives; a linker actor (op ``link``) reports the ``Exit`` it
+traps as a line ``{"exit": tag, "reason": ..., "pid": ...}``. The node exits when stdin closes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from typing import Any
 
 import kernel
-from kernel import Actor, Checkpoint, Down, Node
+from kernel import Actor, Checkpoint, Down, Exit, Node, Pid
 from supervisors import Entities, Supervisor
 
 
@@ -42,6 +43,21 @@ class Counter(Actor):
         return [kernel.node_id(), self.state]
 
 
+class Linker(Actor):
+    """Traps exits and links to ``target``; reports each ``Exit`` to ``owner`` as ``("exit", tag, ...)``."""
+
+    trap_exits = True
+
+    async def init(self, target: Pid, owner: Pid, tag: str) -> None:
+        self.owner = owner
+        self.tag = tag
+        self.link(target)
+
+    async def handle_info(self, message: Any) -> None:
+        if isinstance(message, Exit):
+            self.send(self.owner, ("exit", self.tag, str(message.reason), repr(message.pid)))
+
+
 COUNTERS = Entities("counters", Counter)
 
 
@@ -62,11 +78,18 @@ async def _run(config: dict[str, Any]) -> None:
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         monitors: dict[Any, str] = {}
+        pids: dict[str, Pid] = {}  # op whereis's results, by tag, for a later op link
+
+        def reported(m: Any) -> bool:
+            return isinstance(m, Down) or (type(m) is tuple and len(m) == 4 and m[0] == "exit")
 
         async def downs() -> None:
             while True:
-                message = await node.receive(lambda m: isinstance(m, Down))
-                emit({"down": monitors.pop(message.ref, "?"), "reason": str(message.reason)})
+                message = await node.receive(reported)
+                if isinstance(message, Down):
+                    emit({"down": monitors.pop(message.ref, "?"), "reason": str(message.reason)})
+                else:
+                    emit({"exit": message[1], "reason": message[2], "pid": message[3]})
 
         async def run(command: dict[str, Any]) -> Any:
             op = command["op"]
@@ -88,6 +111,19 @@ async def _run(config: dict[str, Any]) -> None:
                 pid = await COUNTERS.whereis(command["key"])
                 assert pid is not None, f"entity {command['key']!r} is not running"
                 monitors[node.monitor(pid)] = command["tag"]
+                return repr(pid)
+            if op == "whereis":  # remember a name's pid on node `node` under `tag`
+                pid = await kernel.whereis(command["name"], node=command["node"])
+                assert pid is not None
+                pids[command["tag"]] = pid
+                return repr(pid)
+            if op == "link":  # a trapping linker linked to `pid` (a whereis tag) or `name` on `node`
+                if "pid" in command:
+                    pid = pids[command["pid"]]
+                else:
+                    pid = await kernel.whereis(command["name"], node=command["node"])
+                    assert pid is not None
+                await node.spawn(Linker, pid, node.pid, command["tag"])
                 return repr(pid)
             if op == "entity":
                 return await COUNTERS.call(command["key"], command["request"],
