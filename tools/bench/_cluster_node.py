@@ -59,6 +59,7 @@ class Caller(Actor):
         op, name, node, n = request
         pid = await kernel.whereis(name, node=node)
         assert pid is not None, f"{name!r} not found on node {node}"
+        await self.call(pid, ("wait", 0) if op == "casts" else -1)  # connected both ways before timing
         if op == "calls":
             call = self.call
             t0 = time.perf_counter()
@@ -145,6 +146,7 @@ async def _run(config: dict[str, Any]) -> None:
             if op == "node_calls":  # from the node context: `callers` tasks in flight
                 pid = await kernel.whereis("echo", node=command["node"])
                 assert pid is not None
+                await node.call(pid, -1)  # connected both ways before timing
                 callers = command["callers"]
                 return await _concurrent(callers, command["n"] // callers,
                                          lambda c, i: node.call(pid, i, timeout=60.0))

@@ -46,7 +46,7 @@ from typing import Any
 
 import asyncpg
 
-from kernel.pgserver import PostgresServer
+from kernel.pgserver import FAST, PostgresServer
 from tools.bench import cluster_db
 from tools.bench.floors import FLOORS, REPO_ROOT
 
@@ -388,13 +388,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease", type=float, default=2.0, help="the nodes' lease, seconds (default 2)")
     parser.add_argument("--callers", type=int, default=50, help="callers in flight per node (default 50)")
     parser.add_argument("--dsn", default=None, help="an existing server (default: a server of its own)")
+    parser.add_argument("--fast", action="store_true",
+                        help="its own server without fsync (kernel.pgserver.FAST): what the disk costs")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the rows here")
     args = parser.parse_args(argv)
     rows = tuple(args.only or ROWS)
     reps, runs = (1, 1) if args.quick else (args.reps, args.runs)
     callers = min(args.callers, 4) if args.quick else args.callers
     with contextlib.ExitStack() as stack:
-        dsn = args.dsn or stack.enter_context(PostgresServer()).dsn
+        settings = FAST if args.fast else None
+        dsn = args.dsn or stack.enter_context(PostgresServer(settings=settings)).dsn
         result = measure(dsn, rows, args.quick, reps, args.lease, runs, callers)
     print_rows(result)
     if args.json:
