@@ -212,11 +212,11 @@ def _database(server_dsn: str) -> Iterator[str]:
         asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
 
 
-def _median_pair(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
-    """(ours, base, ratio) of the rep whose ratio is the median."""
+def _median_pair(pairs: list[tuple[float, float]]) -> tuple[float, float, list[float]]:
+    """(ours, base) of the rep whose ratio is the median, and every rep's ratio in run order."""
     ordered = sorted(pairs, key=lambda p: p[0] / p[1])
     ours, base = ordered[(len(ordered) - 1) // 2]
-    return ours, base, ours / base
+    return ours, base, [o / b for o, b in pairs]
 
 
 def _row(name: str, ours: float, base: float, unit: str, base_label: str, target: str = "",
@@ -246,12 +246,12 @@ def _transport_rows(a: NodeProc, b: NodeProc, sizes: dict[str, int], reps: int,
     for key, title in (("actor", "call A -> B, actor on worker 0, sequential"),
                        ("node", "call A -> B, node context, sequential"),
                        ("pipelined", f"call A -> B, node context, {callers} in flight")):
-        ours, base, _ = _median_pair(pairs[key])
+        ours, base, ratios = _median_pair(pairs[key])
         rows.append(_row(title, ours, base, "call/s", "tcp_roundtrip floor", ">= 0.5x",
-                         mean_us=1e6 / ours, floor_us=1e6 / base))
-    ours, base, _ = _median_pair(pairs["cast"])
+                         mean_us=1e6 / ours, floor_us=1e6 / base, ratios=ratios))
+    ours, base, ratios = _median_pair(pairs["cast"])
     rows.append(_row("cast A -> B, actor on worker 0, counted at B", ours, base, "msg/s", "tcp_stream floor",
-                     ">= 0.5x"))
+                     ">= 0.5x", ratios=ratios))
     return rows
 
 
@@ -278,12 +278,12 @@ def _entity_rows(cluster: list[NodeProc], single: NodeProc, sizes: dict[str, int
         ref = single.ask(BOUND * 3, op="durable", prefix=f"dur-{tag}", callers=len(cluster) * callers,
                          per=per, start_at=time.time())
         dur.append((total / seconds, total / ref["seconds"]))
-    ours, base, _ = _median_pair(act)
+    ours, base, ratios = _median_pair(act)
     rows = [_row(f"entity activation from A, {callers} in flight, over 3 nodes", ours, base, "act/s",
-                 "single-host node (SQLite)", hosts=hosts)]
-    ours, base, _ = _median_pair(dur)
+                 "single-host node (SQLite)", hosts=hosts, ratios=ratios)]
+    ours, base, ratios = _median_pair(dur)
     rows.append(_row(f"durable calls, 3 nodes x {callers} callers, one PostgreSQL", ours, base, "call/s",
-                     f"single-host node (SQLite), {len(cluster) * callers} callers"))
+                     f"single-host node (SQLite), {len(cluster) * callers} callers", ratios=ratios))
     return rows
 
 
@@ -374,6 +374,8 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
             print(f"{'':58s} mean {r['mean_us']:.0f} us per call vs floor {r['floor_us']:.0f} us")
         if "p99_us" in r:
             print(f"{'':58s} p99 {r['p99_us']:.0f} us")
+        if "ratios" in r:
+            print(f"{'':58s} ratio of each rep: " + ", ".join(f"{x:.2f}x" for x in r["ratios"]))
         if "hosts" in r:
             print(f"{'':58s} activations per hosting node: {r['hosts']}")
 
