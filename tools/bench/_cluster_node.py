@@ -10,6 +10,7 @@ node, so the JSON lines stay out of every figure. The node exits when stdin clos
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -159,15 +160,19 @@ async def _run(config: dict[str, Any]) -> None:
 
                 seconds = await _concurrent(callers, command["n"] // callers, first)
                 return {"seconds": seconds, "hosts": {str(k): v for k, v in hosts.items()}}
-            if op == "durable":  # `callers` tasks, each adding to its own entity `per` times
-                prefix, start_at = command["prefix"], command["start_at"]
-                for c in range(command["callers"]):  # activate outside the timed interval
-                    await COUNTERS.call(f"{prefix}-{c}", "get", timeout=60.0)
+            if op == "durable":  # `callers` tasks, each adding to its own entity `per` times (`local`:
+                # entities the cluster placed on this node only, so no call leaves it)
+                prefix, start_at, keys = command["prefix"], command["start_at"], list[str]()
+                for i in itertools.count():  # activate outside the timed interval
+                    if len(keys) == command["callers"]:
+                        break
+                    where = await COUNTERS.call(f"{prefix}-{i}", "get", timeout=60.0)
+                    if where[0] == node.node_id or not command.get("local"):  # local: keys placed here
+                        keys.append(f"{prefix}-{i}")
                 await asyncio.sleep(max(0.0, start_at - time.time()))  # all nodes start together
                 t0 = time.time()
                 seconds = await _concurrent(command["callers"], command["per"],
-                                            lambda c, i: COUNTERS.call(f"{prefix}-{c}", ("add", 1),
-                                                                       timeout=60.0))
+                                            lambda c, i: COUNTERS.call(keys[c], ("add", 1), timeout=60.0))
                 return {"start": t0, "seconds": seconds}
             if op == "entity":
                 return await COUNTERS.call(command["key"], command["request"], timeout=10.0)
