@@ -73,3 +73,23 @@ def test_quick_tcp_transport_rows_yield_figures_beside_their_tcp_floors(tmp_path
         assert row["error"] is None
         assert row["median"] > 0 and summary["floors"][floor]["median"] > 0
         assert row["ratio"] > 0
+
+
+@pytest.mark.timeout(240)
+def test_quick_cluster_rows_yield_every_figure_beside_its_base(tmp_path, postgres):
+    from tools.bench.cluster_nodes import main as cluster_main
+
+    out = tmp_path / "cluster.json"
+    assert cluster_main(["--quick", "--dsn", postgres.dsn, "--lease", "1", "--json", str(out)]) == 0
+    rows = {row["name"]: row for row in json.loads(out.read_text())["rows"]}
+    names = " | ".join(rows)
+    for part in ("call A -> B, actor", "call A -> B, node context, sequential", "cast A -> B",
+                 "entity activation", "durable calls", "name claim (free name)", "after SIGKILL",
+                 "after SIGSTOP"):
+        assert part in names, f"no row {part!r} in {names}"
+    for row in rows.values():
+        assert row["ours"] > 0 and row["base"] > 0 and row["ratio"] > 0
+    kill = next(row for name, row in rows.items() if "SIGKILL" in name)
+    assert kill["base"] == 1.0 and kill["unit"] == "s"  # the lease is the fail-over's floor
+    # Activations went to every node of the cluster, not only the caller's.
+    assert len(next(row for name, row in rows.items() if name.startswith("entity"))["hosts"]) == 3
