@@ -11,7 +11,6 @@ import asyncio
 import functools
 import pickle
 import re
-import secrets
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -28,38 +27,17 @@ from kernel.persistence.codec import key_to_text
 from kernel.persistence.service import CheckpointService
 from kernel.persistence.store import Activate, Activation, GroupCommitter, Write
 from kernel.pgserver import FAST, PostgresServer
+from tests.support.cluster import database
 
 #: Bound of every test body (seconds).
 BOUND = 40.0
 
 
-async def _admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def db(postgres: PostgresServer) -> Iterator[str]:
     """A fresh database on the session server with the cluster schema; its DSN. Dropped afterwards."""
-    name = f"backend_{secrets.token_hex(6)}"
-    asyncio.run(_admin(postgres.dsn, f"CREATE DATABASE {name}"))
-    dsn = postgres.dsn.rsplit("/", 1)[0] + "/" + name
-    try:
-        asyncio.run(_install(dsn))
+    with database(postgres, schema=True) as dsn:
         yield dsn
-    finally:
-        asyncio.run(_admin(postgres.dsn, f"DROP DATABASE {name} WITH (FORCE)"))
-
-
-async def _install(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await install(conn)
-    finally:
-        await conn.close()
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from kernel.cluster import (
 from kernel.cluster.schema import SCHEMA_VERSION, TABLES
 from kernel.errors import CheckpointWriteFailed, ClusterSchemaMismatch, Fenced, LeaseExpired, NodeNameInUse
 from kernel.pgserver import FAST, PostgresServer
+from tests.support.cluster import database
 
 #: Bound of every wait on a database condition (seconds).
 BOUND = 20.0
@@ -41,29 +41,8 @@ BOUND = 20.0
 @pytest.fixture
 def db(postgres: PostgresServer) -> Iterator[str]:
     """A fresh database on the session server, with the cluster schema; its DSN. Dropped afterwards."""
-    name = f"cluster_{secrets.token_hex(6)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(postgres.dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    async def setup(dsn: str) -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await install(conn)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f"CREATE DATABASE {name}"))
-    dsn = postgres.dsn.rsplit("/", 1)[0] + "/" + name
-    try:
-        asyncio.run(setup(dsn))
+    with database(postgres, schema=True) as dsn:
         yield dsn
-    finally:
-        asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
@@ -693,7 +672,7 @@ def test_no_two_holders_commit_and_no_acknowledged_write_is_lost(db: str,
                 return
             if model.held_by_live():  # make the takeover possible: the holder's lease runs out first
                 assert model.holder is not None
-                await expire(admin, model.holder[0])
+                await expire(admin, members[model.holder[0]].node)
                 model.live[model.holder[0]] = False
             if not model.live[taker]:
                 return

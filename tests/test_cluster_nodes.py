@@ -9,7 +9,6 @@ SIGSTOP past its lease (the classic GC pause) followed by SIGCONT.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 
 from kernel.pgserver import FAST, PostgresServer
 from tests.support import BOUND
-from tests.support.cluster import ClusterNode, database
+from tests.support.cluster import ClusterNode, database, nodes, unique_names, wait_members
 
 #: The nodes' lease (seconds): short, so that a fail-over test takes seconds, not a minute.
 LEASE = 2.0
@@ -34,31 +33,10 @@ def dsn(postgres: PostgresServer) -> Iterator[str]:
 
 @pytest.fixture
 def cluster(dsn: str) -> Iterator[list[ClusterNode]]:
-    """Three nodes a, b, c, all ready and seeing each other."""
-    # Unique names: a node's name is also its control socket's, one per host.
-    tag = secrets.token_hex(3)
-    nodes = [ClusterNode(f"{name}-{tag}", dsn, LEASE) for name in "abc"]
-    try:
-        for node in nodes:
-            node.ready()
-        for node in nodes:
-            wait_members(node, {n.id for n in nodes})
-        yield nodes
-    finally:
-        for node in nodes:
-            node.close()
-
-
-def wait_members(node: ClusterNode, ids: set[int], bound: float = BOUND) -> None:
-    """Wait until ``node``'s view of the live members is exactly ``ids``."""
-    deadline = time.monotonic() + bound
-    while True:
-        seen = {int(k) for k in node.ask(op="members")["members"]}
-        if seen == ids:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{node.name} sees members {seen}, expected {ids}")
-        time.sleep(0.05)  # polling the node's view: the membership poll itself is what moves it
+    """Three nodes a, b, c (names unique to this run: a node's name is its control socket's, one per
+    host), all ready and seeing each other."""
+    with nodes(dsn, unique_names("abc"), LEASE) as found:
+        yield found
 
 
 def served(node: ClusterNode, key: str, request: object, within: float) -> list[int]:
@@ -191,7 +169,7 @@ def wait_line(node: ClusterNode, needle: str, bound: float = BOUND) -> bool:
 
 def test_a_node_cut_off_from_the_database_stops_its_persistent_actors_before_its_lease_runs_out() -> None:
     with PostgresServer(settings=FAST) as server, database(server) as dsn:
-        node = ClusterNode(f"alone-{secrets.token_hex(3)}", dsn, LEASE)
+        node = ClusterNode(unique_names("z")[0], dsn, LEASE)
         try:
             node.ready()
             assert node.ask(op="entity", key="k", request=["add", 5])[1] == 5

@@ -26,6 +26,7 @@ from typing import Any
 
 import asyncpg
 
+from kernel import cluster
 from kernel.pgserver import PostgresServer
 from tests.support import BOUND
 from tests.support.processes import ROOT
@@ -55,8 +56,9 @@ def free_base_port(workers: int) -> int:
 
 
 @contextlib.contextmanager
-def database(postgres: PostgresServer) -> Iterator[str]:
-    """A fresh database on the session's server (its DSN), dropped afterwards."""
+def database(postgres: PostgresServer, *, schema: bool = False) -> Iterator[str]:
+    """A fresh database on the session's server (its DSN), with the cluster's tables when ``schema``;
+    dropped afterwards."""
     name = f"nodes_{secrets.token_hex(6)}"
 
     async def admin(sql: str) -> None:
@@ -66,9 +68,19 @@ def database(postgres: PostgresServer) -> Iterator[str]:
         finally:
             await conn.close()
 
+    async def install(dsn: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await cluster.install(conn)
+        finally:
+            await conn.close()
+
     asyncio.run(admin(f"CREATE DATABASE {name}"))
     try:
-        yield postgres.dsn.rsplit("/", 1)[0] + "/" + name
+        dsn = postgres.dsn.rsplit("/", 1)[0] + "/" + name
+        if schema:
+            asyncio.run(install(dsn))
+        yield dsn
     finally:
         asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
 
