@@ -22,7 +22,6 @@ dropped, as a message to any dead process is.
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -168,16 +167,7 @@ class Remote:
         peer = self.peer(node, index)
         if peer is None:
             raise ActorExited("node_down", Pid(0, 0, 0, node))
-        ref = rt._next_call_ref()
-        fut = rt.loop.create_future()
-        rt.calls[ref] = (fut, (node, index), 0, None)
-        peer.send(pickle.dumps((wire.RPC, rt.index, rt.inc, ref, op, dumps(args, op)), 5))
-        if timeout is not None:
-            rt.deadlines.arm(ref, f"node {node} ({op})", timeout)
-        try:
-            return await fut
-        finally:
-            rt.calls.pop(ref, None)
+        return await rt.ask(peer, (node, index), 0, op, args, None, timeout, f"node {node} ({op})")
 
     # -- inbound --------------------------------------------------------------------------------
 

@@ -503,14 +503,21 @@ class Runtime:
             if hook is not None:
                 hook(result)
             return result
+        return await self.ask(self.peer(index), index, self.incarnations.get(index, 0), op, args, hook,
+                              timeout, f"worker {index} ({op})")
+
+    async def ask(self, peer: Peer, where: int | tuple[int, int], inc: int, op: str, args: tuple[Any, ...],
+                  hook: Callable[[Any], None] | None, timeout: float | None, label: str) -> Any:
+        """Send rpc ``op`` through ``peer`` (a worker of this node, or a process of another node: ``where``
+        as the calls table keys it) and wait for its answer, bounded by ``timeout`` if given."""
         ref = self._next_call_ref()
         fut: asyncio.Future[Any] = self.loop.create_future()
         what = "spawn arguments" if op == "spawn" else op
         data = pickle.dumps((wire.RPC, self.index, self.inc, ref, op, dumps(args, what)), 5)
-        self.calls[ref] = (fut, index, self.incarnations.get(index, 0), hook)
-        self.peer(index).send(data)
+        self.calls[ref] = (fut, where, inc, hook)
+        peer.send(data)
         if timeout is not None:
-            self.deadlines.arm(ref, f"worker {index} ({op})", timeout)
+            self.deadlines.arm(ref, label, timeout)
         try:
             return await fut
         finally:
